@@ -1,0 +1,7 @@
+"""inception_fast: fused Triton / CUDA C++ kernels for Inception-v3, and the model and training
+loop that use them. `inception_fast.inception_v3()` is a drop-in for torchvision's."""
+from . import backends, nn, ops
+from .models import Inception3, InceptionOutputs, inception_v3
+
+__version__ = "0.1.0"
+__all__ = ["inception_v3", "Inception3", "InceptionOutputs", "backends", "nn", "ops"]

@@ -1,0 +1,47 @@
+"""ConvBNReLU: torchvision's BasicConv2d (conv without bias -> BatchNorm2d(eps=1e-3) -> ReLU),
+same parameter names (`conv`, `bn`), computed by the fused op of the chosen backend."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from .. import backends
+from ..ops import conv_bn_relu
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 backend: str = "auto", eps: float = 1e-3, momentum: float | None = 0.1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                              padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum)
+        self.backend = backends.check(backend)
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
+
+    def _bn_factor(self) -> float:
+        """The running-stat update factor, exactly as torch.nn.BatchNorm2d.forward computes it
+        (and num_batches_tracked bumped the same way)."""
+        bn = self.bn
+        factor = 0.0 if bn.momentum is None else bn.momentum
+        if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        return factor
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, out_offset: int = 0):
+        """`out`/`out_offset`: write into out[:, out_offset:out_offset+C_out] (copy-free concat)."""
+        bn = self.bn
+        factor = self._bn_factor()
+        use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+        update = bn.training and bn.track_running_stats
+        return conv_bn_relu(
+            x, self.conv.weight, bn.weight, bn.bias,
+            bn.running_mean if update or not bn.training else None,
+            bn.running_var if update or not bn.training else None,
+            stride=_pair(self.conv.stride), padding=_pair(self.conv.padding), eps=bn.eps,
+            momentum=factor, training=use_batch_stats, out=out, out_offset=out_offset,
+            backend=self.backend)

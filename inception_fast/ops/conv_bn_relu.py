@@ -1,0 +1,53 @@
+"""conv2d (no bias) -> BatchNorm2d -> ReLU as one op, and its pure-torch reference.
+
+Semantics (all backends): y = relu(batch_norm(conv2d(x, weight, stride, padding))).
+In training, BN uses the batch statistics and updates running_mean / running_var in place
+with `momentum` (the already-resolved exponential average factor, as BatchNorm2d computes
+it; unbiased variance for the running estimate). In eval, BN uses the running statistics.
+If `out` is given, the result is written into out[:, offset:offset + C_out] and that slice
+(a view of `out`) is returned; the rest of `out` is left untouched.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .. import backends
+from .checks import check_conv_input, check_out_slice, conv_out_size
+
+
+def conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
+                           stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1,
+                           training=False, out=None, out_offset=0):
+    """The oracle: torch's own conv2d + batch_norm + relu (cuDNN on a GPU)."""
+    y = F.conv2d(x, weight, None, stride, padding)
+    y = F.batch_norm(y, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
+    y = F.relu(y)
+    if out is None:
+        return y
+    view = out[:, out_offset:out_offset + y.shape[1]]
+    view.copy_(y)
+    return view
+
+
+def conv_bn_relu(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
+                 stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1, training=False,
+                 out=None, out_offset=0, backend="torch"):
+    """Checked entry point: validates inputs, resolves `backend` for this call, dispatches."""
+    check_conv_input(x, weight)
+    if out is not None:
+        oh = conv_out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
+        ow = conv_out_size(x.shape[3], weight.shape[3], stride[1], padding[1])
+        check_out_slice(out, x.shape, weight.shape[0], out_offset, oh, ow, x.dtype, x.device)
+    kwargs = dict(stride=tuple(stride), padding=tuple(padding), eps=eps, momentum=momentum,
+                  training=training, out=out, out_offset=out_offset)
+    b = backends.resolve(backend, x)
+    if b == "torch":
+        return conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
+    if b == "triton":
+        from .conv_bn_relu_triton import conv_bn_relu_triton
+
+        return conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
+    from .conv_bn_relu_cuda import conv_bn_relu_cuda
+
+    return conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
