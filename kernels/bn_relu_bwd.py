@@ -1,0 +1,197 @@
+"""Backward of out = relu(a * y + c) followed by BatchNorm's backward, in two passes.
+
+The forward (conv -> BN -> ReLU) keeps only y, the pre-BN conv output, and the per-channel
+affine it applied (a = gamma * invstd, c = beta - mean * a, or the folded eval values). The
+ReLU mask is recomputed from y, so no mask tensor is ever stored:
+
+    dz = grad_out * (a * y + c > 0)
+
+1. bn_relu_bwd_reduce(grad_out, y, a, c) -> (sum_dz, sum_dz_y), float32 [C], one read of
+   grad_out and y (per-program partial sums, then a tiny torch sum over programs).
+2. The caller turns the sums into BN's gradients (M = N * H * W, per channel):
+
+   train (batch statistics mean, invstd = 1 / sqrt(var + eps)):
+       grad_beta  = sum_dz
+       grad_gamma = (sum_dz_y - mean * sum_dz) * invstd
+       k1 = gamma * invstd
+       k2 = -gamma * invstd**2 * grad_gamma / M
+       k3 = -gamma * invstd * sum_dz / M + gamma * invstd**2 * grad_gamma * mean / M
+   eval (running statistics are constants):
+       grad_beta = sum_dz, grad_gamma = (sum_dz_y - running_mean * sum_dz) * invstd
+       k1 = a, k2 = k3 = 0
+
+3. bn_relu_bwd_apply(grad_out, y, a, c, k1, k2, k3) -> grad_y = k1 * dz + k2 * y + k3,
+   the gradient w.r.t. the conv output, channels_last, dtype of y.
+
+grad_out may be any strided view (a channel slice of a channels_last concat gradient);
+y may have any strides too (channels_last is the fast case).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _row_offsets(m, HW, W, s_n, s_h, s_w):
+    """Element offset of flat pixel m = (n * H + h) * W + w in a 4-D strided tensor."""
+    n = m // HW
+    hw = m % HW
+    return n.to(tl.int64) * s_n + (hw // W) * s_h + (hw % W) * s_w
+
+
+@triton.jit
+def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, part_ptr,
+                               M, C, HW, W,
+                               s_gn, s_gc, s_gh, s_gw,
+                               s_yn, s_yc, s_yh, s_yw,
+                               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (pid_m, pid_c) walks pixel tiles pid_m, pid_m + P, ... (grid-stride) of one
+    channel tile and writes its partial sums of dz and dz*y to part[0|1, pid_m, channel]."""
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    P = tl.num_programs(0)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    a = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)
+    c = tl.load(c_ptr + offs_c, mask=c_ok, other=0.0)
+    acc_dz = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    acc_dzy = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
+    for m0 in range(pid_m * BLOCK_M, M, P * BLOCK_M):
+        m = m0 + tl.arange(0, BLOCK_M)
+        mask = (m < M)[:, None] & c_ok[None, :]
+        g = tl.load(g_ptr + _row_offsets(m, HW, W, s_gn, s_gh, s_gw)[:, None] + offs_c[None, :] * s_gc,
+                    mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(y_ptr + _row_offsets(m, HW, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
+                    mask=mask, other=0.0).to(tl.float32)
+        dz = tl.where(a[None, :] * y + c[None, :] > 0, g, 0.0)
+        acc_dz += dz
+        acc_dzy += dz * y
+    out = part_ptr + pid_m * C + offs_c
+    tl.store(out, tl.sum(acc_dz, axis=0), mask=c_ok)
+    tl.store(out + P * C, tl.sum(acc_dzy, axis=0), mask=c_ok)
+
+
+@triton.jit
+def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr, o_ptr,
+                              M, C, HW, W,
+                              s_gn, s_gc, s_gh, s_gw,
+                              s_yn, s_yc, s_yh, s_yw,
+                              s_on, s_oc, s_oh, s_ow,
+                              BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """grad_y = k1 * dz + k2 * y + k3 on one (BLOCK_M pixels, BLOCK_C channels) tile."""
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    a = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
+    c = tl.load(c_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
+    k1 = tl.load(k1_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
+    k2 = tl.load(k2_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
+    k3 = tl.load(k3_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask = (m < M)[:, None] & c_ok[None, :]
+    g = tl.load(g_ptr + _row_offsets(m, HW, W, s_gn, s_gh, s_gw)[:, None] + offs_c[None, :] * s_gc,
+                mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + _row_offsets(m, HW, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
+                mask=mask, other=0.0).to(tl.float32)
+    dz = tl.where(a * y + c > 0, g, 0.0)
+    res = k1 * dz + k2 * y + k3
+    tl.store(o_ptr + _row_offsets(m, HW, W, s_on, s_oh, s_ow)[:, None] + offs_c[None, :] * s_oc,
+             res.to(o_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _check(grad_out, y, vecs, what):
+    for name, t in (("grad_out", grad_out), ("y", y)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{what}: {name} must be 4-D (N, C, H, W), got shape {tuple(t.shape)}")
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"{what}: {name} dtype must be float32, float16 or bfloat16, got {t.dtype}")
+    if grad_out.shape != y.shape:
+        raise ValueError(f"{what}: grad_out has shape {tuple(grad_out.shape)} but y has "
+                         f"{tuple(y.shape)}")
+    dev = y.device
+    if dev.type != "cuda" and not (_INTERPRET and dev.type == "cpu"):
+        raise ValueError(f"{what}: y is on {dev}; Triton kernels need a CUDA tensor "
+                         "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)")
+    C = y.shape[1]
+    for name, t in (("grad_out", grad_out),) + tuple(vecs.items()):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device != dev:
+            raise ValueError(f"{what}: {name} is on {t.device}, y on {dev}")
+        if name == "grad_out":
+            continue
+        if t.dtype != torch.float32:
+            raise TypeError(f"{what}: {name} must be float32, got {t.dtype}")
+        if t.shape != (C,):
+            raise ValueError(f"{what}: {name} must have shape ({C},) (one per channel), "
+                             f"got {tuple(t.shape)}")
+
+
+def _blocks(C):
+    block_c = min(triton.next_power_of_2(C), 64)
+    block_m = max(4096 // block_c, 16) if not _INTERPRET else 64
+    return block_m, block_c
+
+
+def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor):
+    """Per-channel sum(dz) and sum(dz * y), dz = grad_out * (a*y + c > 0), in one pass.
+
+    grad_out, y: (N, C, H, W), any strides; a, c: float32 [C]. Returns two float32 [C].
+    See the module docstring for how they become grad_gamma, grad_beta and k1, k2, k3.
+    """
+    _check(grad_out, y, {"a": a, "c": c}, "bn_relu_bwd_reduce")
+    N, C, H, W = y.shape
+    M = N * H * W
+    a, c = a.contiguous(), c.contiguous()
+    if M == 0 or C == 0:
+        z = torch.zeros(C, dtype=torch.float32, device=y.device)
+        return z, z.clone()
+    block_m, block_c = _blocks(C)
+    c_blocks = triton.cdiv(C, block_c)
+    if y.device.type == "cuda":
+        sms = torch.cuda.get_device_properties(y.device).multi_processor_count
+        target = max(1, (8 * sms) // c_blocks)  # ~8 programs per SM; each loops over its rows
+    else:
+        target = 4
+    P = max(1, min(triton.cdiv(M, block_m), target))
+    part = torch.empty((2, P, C), dtype=torch.float32, device=y.device)
+    _bn_relu_bwd_reduce_kernel[(P, c_blocks)](
+        grad_out, y, a, c, part, M, C, H * W, W, *grad_out.stride(), *y.stride(),
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
+    sums = part.sum(1)
+    return sums[0], sums[1]
+
+
+def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
+                      k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor) -> torch.Tensor:
+    """grad_y = k1 * dz + k2 * y + k3 per channel, dz = grad_out * (a*y + c > 0).
+
+    grad_out, y: (N, C, H, W), any strides; a, c, k1, k2, k3: float32 [C].
+    Returns grad_y with y's shape, channels_last memory format, dtype of y.
+    """
+    _check(grad_out, y, {"a": a, "c": c, "k1": k1, "k2": k2, "k3": k3}, "bn_relu_bwd_apply")
+    N, C, H, W = y.shape
+    M = N * H * W
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
+    if out.numel() == 0:
+        return out
+    vecs = [t.contiguous() for t in (a, c, k1, k2, k3)]
+    block_m, block_c = _blocks(C)
+    grid = (triton.cdiv(M, block_m), triton.cdiv(C, block_c))
+    _bn_relu_bwd_apply_kernel[grid](
+        grad_out, y, *vecs, out, M, C, H * W, W, *grad_out.stride(), *y.stride(), *out.stride(),
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
+    return out

@@ -1,0 +1,303 @@
+"""Backward of a 2-D convolution (no bias, no dilation, no groups) as implicit GEMMs.
+
+    conv2d_dgrad(grad_y, weight, input_hw, stride=, padding=) -> grad_x   (= torch.nn.grad.conv2d_input)
+    conv2d_wgrad(x, grad_y, kernel_size, stride=, padding=)   -> grad_w   (= torch.nn.grad.conv2d_weight)
+
+No im2col buffer is ever materialized: each kernel computes the input/output pixel a tap
+touches from its flat GEMM index and loads straight from the 4-D tensors (any strides, so a
+channel slice of a channels_last concat output works as grad_y without a copy). Accumulation
+is fp32; fp32 inputs use IEEE dots (no TF32) so results match torch to ~1e-5.
+
+dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap.
+       For stride s > 1 the pixels are split into s_h*s_w phases (ih % s_h, iw % s_w), one
+       grid axis each: inside one phase exactly the taps r with (ih + pad - r) % s == 0 land on
+       an output pixel, so they are iterated directly and no MMA is spent on a tap that misses.
+       Pixels that no output reaches (e.g. the last row of a stride-2, pad-0 conv) get 0.
+wgrad  GEMM  M = C_out, N = C_in per tap, K = N*OH*OW (large): split-K over K into fp32
+       partial buffers, summed by torch afterwards (deterministic, no atomics).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _configs(gpu_list, interp):
+    """The autotune list; a single small config in the interpreter, which does not benchmark."""
+    if _INTERPRET:
+        bm, bn, bk = interp
+        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+            for bm, bn, bk, w, s in gpu_list]
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+_DGRAD_GPU = [
+    (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
+    (128, 32, 64, 4, 4), (64, 32, 32, 4, 4), (32, 64, 32, 4, 4), (128, 128, 64, 8, 3),
+]
+_WGRAD_GPU = [
+    (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
+    (64, 64, 32, 4, 4), (32, 64, 64, 4, 4), (64, 32, 64, 4, 4), (128, 128, 64, 8, 3),
+]
+
+
+@triton.autotune(configs=_configs(_DGRAD_GPU, (32, 32, 32)),
+                 key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW"])
+@triton.jit
+def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
+                  N, H, W, C_in, C_out, OH, OW, HP, WP,
+                  s_gyn, s_gyc, s_gyh, s_gyw,
+                  s_gxn, s_gxc, s_gxh, s_gxw,
+                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                  PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """grad_x[n, ci, ih, iw] = sum_{r, s, co} grad_y[n, co, oh, ow] * w[r, s, co, ci], with
+    oh = (ih + PH - r) / SH exact. `w` is the weight permuted to (KH, KW, C_out, C_in)
+    contiguous. Program (pid_m, pid_n, phase) owns a BLOCK_M tile of the pixels of one stride
+    phase (a sub-grid of HP x WP) and a BLOCK_N tile of C_in."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    phase = tl.program_id(2)
+    ph_h = phase // SW
+    ph_w = phase % SW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = offs_m // (HP * WP)
+    rem = offs_m % (HP * WP)
+    ih = (rem // WP) * SH + ph_h
+    iw = (rem % WP) * SW + ph_w
+    m_ok = (offs_m < N * HP * WP) & (ih < H) & (iw < W)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < C_in
+    offs_k = tl.arange(0, BLOCK_K)
+    gy_n = gy_ptr + n.to(tl.int64) * s_gyn
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # Only the taps congruent to this phase hit an output pixel; the division below is exact.
+    for r in range(((ph_h + PH) % SH), KH, SH):
+        oh = (ih + PH - r) // SH
+        h_ok = m_ok & (ih + PH - r >= 0) & (oh < OH)
+        for s in range(((ph_w + PW) % SW), KW, SW):
+            ow = (iw + PW - s) // SW
+            ok = h_ok & (iw + PW - s >= 0) & (ow < OW)
+            a_row = gy_n + oh * s_gyh + ow * s_gyw
+            w_tap = w_ptr + (r * KW + s) * C_out * C_in
+            for k0 in range(0, C_out, BLOCK_K):
+                kk = k0 + offs_k
+                k_ok = kk < C_out
+                a = tl.load(a_row[:, None] + kk[None, :] * s_gyc,
+                            mask=ok[:, None] & k_ok[None, :], other=0.0)
+                b = tl.load(w_tap + kk[:, None] * C_in + offs_n[None, :],
+                            mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                acc = tl.dot(a, b, acc, input_precision=PREC)
+
+    gx = gx_ptr + n.to(tl.int64) * s_gxn + ih * s_gxh + iw * s_gxw
+    tl.store(gx[:, None] + offs_n[None, :] * s_gxc, acc.to(gx_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.autotune(configs=_configs(_WGRAD_GPU, (32, 32, 64)),
+                 key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW",
+                      "K_PER_SPLIT"])
+@triton.jit
+def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
+                  N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,
+                  s_xn, s_xc, s_xh, s_xw,
+                  s_gyn, s_gyc, s_gyh, s_gyw,
+                  KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+                  PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """part[split, co, ci, r, s] = sum over output pixels p in this split's K range of
+    grad_y[n, co, oh, ow] * x[n, ci, oh*SH - PH + r, ow*SW - PW + s] (0 where out of bounds).
+    Program (pid_m, pid_n, split): a BLOCK_M tile of C_out x a BLOCK_N tile of C_in of one tap
+    (pid_n = tap * ci_blocks + ci_block), over K range [split*K_PER_SPLIT, +K_PER_SPLIT)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    ci_blocks = tl.cdiv(C_in, BLOCK_N)
+    tap = pid_n // ci_blocks
+    r = tap // KW
+    s = tap % KW
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < C_out
+    offs_n = (pid_n % ci_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < C_in
+    k_lo = pid_k * K_PER_SPLIT
+    k_hi = tl.minimum(k_lo + K_PER_SPLIT, K_TOTAL)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(k_lo, k_hi, BLOCK_K):
+        p = k0 + tl.arange(0, BLOCK_K)
+        p_ok = p < k_hi
+        nb = (p // (OH * OW)).to(tl.int64)
+        rem = p % (OH * OW)
+        oh = rem // OW
+        ow = rem % OW
+        ih = oh * SH - PH + r
+        iw = ow * SW - PW + s
+        x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        a = tl.load(gy_ptr + offs_m[:, None] * s_gyc + (nb * s_gyn + oh * s_gyh + ow * s_gyw)[None, :],
+                    mask=m_ok[:, None] & p_ok[None, :], other=0.0)
+        b = tl.load(x_ptr + (nb * s_xn + ih * s_xh + iw * s_xw)[:, None] + offs_n[None, :] * s_xc,
+                    mask=x_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PREC)
+
+    # part is (SPLIT, C_out, C_in, KH, KW) contiguous.
+    out = (part_ptr + pid_k.to(tl.int64) * C_out * C_in * KH * KW
+           + (offs_m[:, None] * C_in + offs_n[None, :]) * (KH * KW) + tap)
+    tl.store(out, acc, mask=m_ok[:, None] & n_ok[None, :])
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _pair(v, what, name):
+    if isinstance(v, int):
+        v = (v, v)
+    v = tuple(int(e) for e in v)
+    if len(v) != 2:
+        raise ValueError(f"{what}: {name} must be an int or a pair, got {v}")
+    return v
+
+
+def _check_tensor(t, what, name):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{what}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 4:
+        raise ValueError(f"{what}: {name} must be 4-D, got shape {tuple(t.shape)}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{what}: {name} dtype must be float32, float16 or bfloat16, got {t.dtype}")
+
+
+def _check_runnable(t, what, name):
+    if t.device.type != "cuda" and not (_INTERPRET and t.device.type == "cpu"):
+        raise ValueError(f"{what}: {name} is on {t.device}; Triton kernels need a CUDA tensor "
+                         "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)")
+
+
+def _prec(dtype):
+    return "ieee" if dtype == torch.float32 else "tf32"  # ignored by tl.dot for 16-bit inputs
+
+
+def _out_size(size, k, stride, pad, what):
+    o = (size + 2 * pad - k) // stride + 1
+    if o <= 0:
+        raise ValueError(f"{what}: kernel {k} with padding {pad} does not fit an input of size {size}")
+    return o
+
+
+def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride=1, padding=0):
+    """Gradient of conv2d w.r.t. its input, equal to torch.nn.grad.conv2d_input.
+
+    grad_y: (N, C_out, OH, OW), any strides (e.g. a channel slice of a channels_last tensor).
+    weight: (C_out, C_in, kh, kw), cast to grad_y's dtype. input_hw: (H, W) of the input.
+    Returns grad_x (N, C_in, H, W) in channels_last memory format, dtype of grad_y.
+    """
+    what = "conv2d_dgrad"
+    _check_tensor(grad_y, what, "grad_y")
+    _check_tensor(weight, what, "weight")
+    if weight.device != grad_y.device:
+        raise ValueError(f"{what}: weight is on {weight.device}, grad_y on {grad_y.device}")
+    _check_runnable(grad_y, what, "grad_y")
+    sh, sw = _pair(stride, what, "stride")
+    ph, pw = _pair(padding, what, "padding")
+    if sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"{what}: need stride >= 1 and padding >= 0, got stride {(sh, sw)}, "
+                         f"padding {(ph, pw)}")
+    H, W = _pair(input_hw, what, "input_hw")
+    N, C_out, OH, OW = grad_y.shape
+    C_out_w, C_in, KH, KW = weight.shape
+    if C_out_w != C_out:
+        raise ValueError(f"{what}: grad_y has {C_out} channels but the weight has {C_out_w} "
+                         "output channels")
+    eoh, eow = _out_size(H, KH, sh, ph, what), _out_size(W, KW, sw, pw, what)
+    if (OH, OW) != (eoh, eow):
+        raise ValueError(f"{what}: grad_y is {OH}x{OW} but an input of {H}x{W} with kernel {KH}x{KW}, "
+                         f"stride {(sh, sw)}, padding {(ph, pw)} gives {eoh}x{eow}")
+
+    grad_x = torch.empty((N, C_in, H, W), dtype=grad_y.dtype, device=grad_y.device,
+                         memory_format=torch.channels_last)
+    if grad_x.numel() == 0:
+        return grad_x
+    if grad_y.numel() == 0:
+        return grad_x.zero_()
+    # (KH, KW, C_out, C_in): a tap's C_out x C_in block is contiguous along C_in (tiny copy).
+    w = weight.detach().permute(2, 3, 0, 1).contiguous().to(grad_y.dtype)
+    HP, WP = triton.cdiv(H, sh), triton.cdiv(W, sw)
+
+    def grid(meta):
+        return (triton.cdiv(N * HP * WP, meta["BLOCK_M"]), triton.cdiv(C_in, meta["BLOCK_N"]), sh * sw)
+
+    _dgrad_kernel[grid](grad_y, w, grad_x, N, H, W, C_in, C_out, OH, OW, HP, WP,
+                        *grad_y.stride(), *grad_x.stride(),
+                        KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(grad_y.dtype))
+    return grad_x
+
+
+def _split_k(k_total, tiles, device):
+    """How many K chunks: enough programs to fill the GPU (~4 per SM) while each chunk keeps
+    >= 1024 pixels so the partial buffers and their sum stay small next to the GEMM."""
+    if device.type != "cuda":
+        return max(1, min(triton.cdiv(k_total, 4096), 4))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(triton.cdiv(4 * sms, tiles), triton.cdiv(k_total, 1024), 64))
+
+
+def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1, padding=0,
+                 split_k: int | None = None):
+    """Gradient of conv2d w.r.t. its weight, equal to torch.nn.grad.conv2d_weight.
+
+    x: (N, C_in, H, W), any layout; grad_y: (N, C_out, OH, OW), any strides, same dtype as x.
+    Returns grad_w (C_out, C_in, kh, kw), float32, contiguous. `split_k` (optional) forces the
+    number of K chunks; by default it is chosen from the shape.
+    """
+    what = "conv2d_wgrad"
+    _check_tensor(x, what, "x")
+    _check_tensor(grad_y, what, "grad_y")
+    if x.device != grad_y.device:
+        raise ValueError(f"{what}: x is on {x.device}, grad_y on {grad_y.device}")
+    _check_runnable(x, what, "x")
+    if x.dtype != grad_y.dtype:
+        raise TypeError(f"{what}: x is {x.dtype} but grad_y is {grad_y.dtype}; they must match")
+    KH, KW = _pair(kernel_size, what, "kernel_size")
+    sh, sw = _pair(stride, what, "stride")
+    ph, pw = _pair(padding, what, "padding")
+    if KH < 1 or KW < 1 or sh < 1 or sw < 1 or ph < 0 or pw < 0:
+        raise ValueError(f"{what}: need kernel_size, stride >= 1 and padding >= 0, got "
+                         f"{(KH, KW)}, {(sh, sw)}, {(ph, pw)}")
+    N, C_in, H, W = x.shape
+    N_g, C_out, OH, OW = grad_y.shape
+    if N_g != N:
+        raise ValueError(f"{what}: x has batch {N} but grad_y has batch {N_g}")
+    eoh, eow = _out_size(H, KH, sh, ph, what), _out_size(W, KW, sw, pw, what)
+    if (OH, OW) != (eoh, eow):
+        raise ValueError(f"{what}: grad_y is {OH}x{OW} but x of {H}x{W} with kernel {KH}x{KW}, "
+                         f"stride {(sh, sw)}, padding {(ph, pw)} gives {eoh}x{eow}")
+
+    k_total = N * OH * OW
+    if C_out * C_in == 0 or k_total == 0:
+        return torch.zeros((C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+    if split_k is None:
+        split_k = _split_k(k_total, triton.cdiv(C_out, 64) * triton.cdiv(C_in, 64) * KH * KW, x.device)
+    split_k = max(1, min(int(split_k), k_total))
+    k_per_split = triton.cdiv(k_total, split_k)
+    k_per_split = triton.cdiv(k_per_split, 128) * 128  # whole BLOCK_K steps for every config
+    split_k = triton.cdiv(k_total, k_per_split)
+    part = torch.empty((split_k, C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+
+    def grid(meta):
+        ci_blocks = triton.cdiv(C_in, meta["BLOCK_N"])
+        return (triton.cdiv(C_out, meta["BLOCK_M"]), KH * KW * ci_blocks, split_k)
+
+    _wgrad_kernel[grid](x, grad_y, part, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split,
+                        *x.stride(), *grad_y.stride(),
+                        KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype))
+    return part[0] if split_k == 1 else part.sum(0)

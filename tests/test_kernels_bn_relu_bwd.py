@@ -1,0 +1,172 @@
+"""Fused ReLU + BatchNorm backward (kernels/bn_relu_bwd.py) against autograd of
+relu(batch_norm(y)), in train and eval, which also checks the k1/k2/k3 formulas documented
+in the module end to end. On CPU the kernels run in Triton's interpreter (conftest.py)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast.kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+EPS = 1e-3
+
+# (N, C, H, W, grad_out layout, y layout): channels not multiples of 8 and > one 64-channel
+# tile, odd H and W, batch 1 and 3, M = N*H*W above 4 * 64 so the reduce loops over tiles.
+CASES = [
+    (2, 32, 9, 9, "slice", "channels_last"),
+    (1, 5, 7, 9, "channels_last", "channels_last"),
+    (3, 37, 11, 13, "slice", "channels_last"),
+    (3, 70, 5, 7, "nchw", "channels_last"),
+    (2, 13, 6, 5, "permuted", "nchw"),
+]
+
+
+def _make(n, c, h, w, layout):
+    if layout == "nchw":
+        return torch.randn(n, c, h, w, device=DEVICE)
+    if layout == "channels_last":
+        return torch.randn(n, c, h, w, device=DEVICE).to(memory_format=torch.channels_last)
+    if layout == "slice":  # channel slice of a wider channels_last concat gradient
+        big = torch.randn(n, c + 11, h, w, device=DEVICE).to(memory_format=torch.channels_last)
+        return big[:, 6:6 + c]
+    if layout == "permuted":
+        return torch.randn(n, h, c, w, device=DEVICE).permute(0, 2, 1, 3)
+    raise AssertionError(layout)
+
+
+def _params(c):
+    gamma = torch.rand(c, device=DEVICE) + 0.5
+    gamma[::4] *= -1  # negative scales flip the ReLU mask direction
+    beta = torch.randn(c, device=DEVICE) * 0.5
+    return gamma, beta
+
+
+def _assert_close(out, ref, rel):
+    out, ref = out.double().cpu(), ref.double().cpu()
+    scale = ref.abs().max().item() or 1.0
+    err = (out - ref).abs().max().item()
+    assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x max |ref| {scale:.3g}"
+
+
+def _reference(grad_out, y, gamma, beta, mean, var, training):
+    """Autograd of relu(batch_norm(y)) in float64: (grad_y, grad_gamma, grad_beta)."""
+    y64 = y.detach().double().requires_grad_()
+    g64 = gamma.double().requires_grad_()
+    b64 = beta.double().requires_grad_()
+    rm, rv = (None, None) if training else (mean.double(), var.double())
+    out = F.relu(F.batch_norm(y64, rm, rv, g64, b64, training, 0.0, EPS))
+    out.backward(grad_out.double())
+    return y64.grad, g64.grad, b64.grad
+
+
+def _ours(grad_out, y, gamma, beta, mean, var, training):
+    """The caller side of the kernels, exactly as bn_relu_bwd's docstring prescribes."""
+    n, c, h, w = y.shape
+    M = n * h * w
+    invstd = torch.rsqrt(var + EPS)
+    a = gamma * invstd
+    cc = beta - mean * a
+    sum_dz, sum_dz_y = bn_relu_bwd_reduce(grad_out, y, a, cc)
+    grad_beta = sum_dz
+    grad_gamma = (sum_dz_y - mean * sum_dz) * invstd
+    if training:
+        k1 = gamma * invstd
+        k2 = -gamma * invstd**2 * grad_gamma / M
+        k3 = -gamma * invstd * sum_dz / M + gamma * invstd**2 * grad_gamma * mean / M
+    else:
+        k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
+    grad_y = bn_relu_bwd_apply(grad_out, y, a, cc, k1, k2, k3)
+    return grad_y, grad_gamma, grad_beta, (sum_dz, sum_dz_y, a, cc)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4]}" for c in CASES])
+def test_bn_relu_backward_matches_autograd(case, training):
+    torch.manual_seed(0)
+    n, c, h, w, g_layout, y_layout = case
+    y = _make(n, c, h, w, y_layout) * 2 + 0.3
+    grad_out = _make(n, c, h, w, g_layout)
+    gamma, beta = _params(c)
+    if training:
+        mean = y.mean((0, 2, 3))
+        var = y.var((0, 2, 3), unbiased=False)
+    else:
+        mean = torch.randn(c, device=DEVICE) * 0.3
+        var = torch.rand(c, device=DEVICE) * 3 + 0.5
+    ref_gy, ref_gg, ref_gb = _reference(grad_out, y, gamma, beta, mean, var, training)
+    gy, gg, gb, (sum_dz, sum_dz_y, a, cc) = _ours(grad_out, y, gamma, beta, mean, var, training)
+
+    assert gy.shape == y.shape and gy.dtype == y.dtype
+    assert gy.is_contiguous(memory_format=torch.channels_last)
+    assert sum_dz.dtype == sum_dz_y.dtype == torch.float32 and sum_dz.shape == (c,)
+    _assert_close(gy, ref_gy, 1e-4)
+    _assert_close(gg, ref_gg, 1e-4)
+    _assert_close(gb, ref_gb, 1e-4)
+    # The raw sums too, against a direct torch computation.
+    dz = grad_out.double() * ((a.double()[:, None, None] * y.double() + cc.double()[:, None, None]) > 0)
+    _assert_close(sum_dz, dz.sum((0, 2, 3)), 1e-5)
+    _assert_close(sum_dz_y, (dz * y.double()).sum((0, 2, 3)), 1e-5)
+
+
+def test_apply_is_the_per_channel_affine_of_dz_and_y():
+    """k1 * dz + k2 * y + k3 with arbitrary coefficients (not only BN's)."""
+    torch.manual_seed(1)
+    y = _make(3, 11, 5, 7, "channels_last")
+    g = _make(3, 11, 5, 7, "slice")
+    a, c, k1, k2, k3 = (torch.randn(11, device=DEVICE) for _ in range(5))
+    out = bn_relu_bwd_apply(g, y, a, c, k1, k2, k3)
+    v = lambda t: t[:, None, None]  # noqa: E731
+    dz = g * (v(a) * y + v(c) > 0)
+    _assert_close(out, v(k1) * dz + v(k2) * y + v(k3), 1e-5)
+
+
+def test_bad_input():
+    y = _make(2, 6, 4, 4, "channels_last")
+    g = torch.randn_like(y)
+    v = torch.ones(6, device=DEVICE)
+    with pytest.raises(ValueError, match="4-D"):
+        bn_relu_bwd_reduce(g[0], y[0], v, v)
+    with pytest.raises(TypeError, match="dtype"):
+        bn_relu_bwd_reduce(g.double(), y, v, v)
+    with pytest.raises(ValueError, match="shape"):
+        bn_relu_bwd_reduce(g[:, :5], y, v, v)
+    with pytest.raises(ValueError, match=r"a must have shape \(6,\)"):
+        bn_relu_bwd_reduce(g, y, torch.ones(5, device=DEVICE), v)
+    with pytest.raises(TypeError, match="c must be float32"):
+        bn_relu_bwd_reduce(g, y, v, v.half())
+    with pytest.raises(ValueError, match="k2 must have shape"):
+        bn_relu_bwd_apply(g, y, v, v, v, v[:3], v)
+    with pytest.raises(ValueError, match="on meta"):
+        bn_relu_bwd_reduce(g.to("meta"), y.to("meta"), v.to("meta"), v.to("meta"))
+    with pytest.raises(ValueError, match="grad_out is on meta"):
+        bn_relu_bwd_apply(g.to("meta"), y, v, v, v, v, v)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        bn_relu_bwd_reduce(g, y, [1.0] * 6, v)
+
+
+# ----------------------------------------------------------------------------- GPU only
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gpu_full_size(dtype, training):
+    """Mixed_5b-sized activation (batch 8, 35x35, 64 of 256 concat channels) in 16-bit."""
+    torch.manual_seed(2)
+    n, c, h, w = 8, 64, 35, 35
+    y = (_make(n, c, h, w, "channels_last") * 2 + 0.3).to(dtype)
+    big = torch.randn(n, 256, h, w, device=DEVICE).to(dtype).to(memory_format=torch.channels_last)
+    grad_out = big[:, 96:96 + c]
+    gamma, beta = _params(c)
+    yf = y.float()
+    if training:
+        mean, var = yf.mean((0, 2, 3)), yf.var((0, 2, 3), unbiased=False)
+    else:
+        mean, var = torch.randn(c, device=DEVICE) * 0.3, torch.rand(c, device=DEVICE) * 3 + 0.5
+    ref_gy, ref_gg, ref_gb = _reference(grad_out, yf, gamma, beta, mean, var, training)
+    gy, gg, gb, _ = _ours(grad_out, y, gamma, beta, mean, var, training)
+    assert gy.dtype == dtype
+    rel = 1e-4 if dtype == torch.float32 else 1e-2
+    _assert_close(gy, ref_gy, rel)
+    _assert_close(gg, ref_gg, 1e-4)  # sums accumulate in fp32 from the same 16-bit inputs
+    _assert_close(gb, ref_gb, 1e-4)
