@@ -24,7 +24,9 @@ def sources() -> list[Path]:
 
 
 def cxx_flags() -> list[str]:
-    return ["-O3", "-std=c++17"]
+    # No -std here: torch adds the C++ standard its own headers need (c++20 for torch 2.14);
+    # forcing c++17 breaks bindings.cpp against torch 2.14's headers.
+    return ["-O3"]
 
 
 def nvcc_flags() -> list[str]:

@@ -1,0 +1,134 @@
+"""Pure-torch reference of every kernel in inception_fast._C (csrc/), with the same names,
+arguments and in-place effects, on any device.
+
+Two uses: it states each CUDA kernel's maths in a few lines of torch (the oracle of the `gpu`
+tests in tests/test_cuda_ext.py), and it is a drop-in kernel set that lets the autograd
+Functions of conv_bn_relu_cuda.py / grid_reduction.py run on CPU tensors, so their plumbing
+(slices, running statistics, gradient routing) is tested without a GPU.
+
+Conventions as in csrc/launchers.h: activations are (N, C, H, W) tensors (the CUDA kernels need
+them channels_last); `out`/`grad` arguments with an offset are channel slices of wider tensors;
+BN statistics accumulate into fp64 per-channel vectors; scale/shift/mean/invstd are fp32.
+Arithmetic is fp32 (the kernels accumulate in fp32) and results are stored in the tensor's dtype.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ASYM_CONV_MAX_PADDED_LINE = 128  # csrc/asym_conv.cu kMT
+ASYM_CONV_MAX_TAPS = 7
+
+
+def asym_conv_max_padded_line() -> int:
+    return ASYM_CONV_MAX_PADDED_LINE
+
+
+def asym_conv_max_taps() -> int:
+    return ASYM_CONV_MAX_TAPS
+
+
+def _col(v):
+    return v.view(1, -1, 1, 1)
+
+
+def _epilogue(acc, out, out_offset, sum, sumsq, scale, shift):
+    """The conv kernels' epilogue: BN statistics of the fp32 accumulator and/or eval BN + ReLU."""
+    if sum is not None:
+        sum += acc.sum((0, 2, 3)).double()
+        sumsq += (acc * acc).sum((0, 2, 3)).double()
+    v = acc if scale is None else torch.relu(acc * _col(scale) + _col(shift))
+    out[:, out_offset:out_offset + acc.shape[1]].copy_(v)
+
+
+def asym_conv(x, weight, pad, out, out_offset, sum=None, sumsq=None, scale=None, shift=None):
+    """1xn / nx1 conv, stride 1, zero padding `pad` along the tap axis only."""
+    kh, kw = weight.shape[2], weight.shape[3]
+    padding = (pad, 0) if (kw == 1 and kh > 1) else (0, pad)
+    acc = F.conv2d(x.float(), weight.float(), None, 1, padding)
+    _epilogue(acc, out, out_offset, sum, sumsq, scale, shift)
+
+
+def pool_tap_from_index(idx: torch.Tensor, W: int) -> torch.Tensor:
+    """torch's max_pool2d index (h * W + w in the input plane) -> tap 0..8 in the 3x3/2 window."""
+    OH, OW = idx.shape[-2:]
+    oh = torch.arange(OH, device=idx.device).view(-1, 1)
+    ow = torch.arange(OW, device=idx.device).view(1, -1)
+    h, w = idx // W, idx % W
+    return (h - 2 * oh) * 3 + (w - 2 * ow)
+
+
+def grid_reduce(x, weight, conv_out, conv_offset, pool_out, pool_offset, argmax, sum=None,
+                sumsq=None, scale=None, shift=None):
+    """3x3/2 conv (no padding) of x into conv_out's slice, 3x3/2 max-pool of x into pool_out's
+    slice with the winning tap per element in argmax (uint8)."""
+    if weight is not None:
+        acc = F.conv2d(x.float(), weight.float(), None, 2, 0)
+        _epilogue(acc, conv_out, conv_offset, sum, sumsq, scale, shift)
+    if pool_out is not None:
+        v, idx = F.max_pool2d(x.float(), 3, 2, return_indices=True)
+        pool_out[:, pool_offset:pool_offset + x.shape[1]].copy_(v)
+        argmax.copy_(pool_tap_from_index(idx, x.shape[3]).to(torch.uint8))
+
+
+def maxpool_bwd(grad, grad_offset, argmax, dx, accumulate):
+    """3x3/2 max-pool backward: each window's gradient goes to its argmax (summed where windows
+    overlap); added to dx when `accumulate`, else written."""
+    N, C, H, W = dx.shape
+    OH, OW = argmax.shape[-2:]
+    g = grad[:, grad_offset:grad_offset + C].float()
+    tap = argmax.long()
+    oh = torch.arange(OH, device=dx.device).view(-1, 1)
+    ow = torch.arange(OW, device=dx.device).view(1, -1)
+    flat = (2 * oh + tap // 3) * W + 2 * ow + tap % 3
+    res = torch.zeros(N, C, H * W, dtype=torch.float32, device=dx.device)
+    res.scatter_add_(2, flat.reshape(N, C, -1), g.reshape(N, C, -1))
+    res = res.view(N, C, H, W)
+    dx.copy_(dx.float() + res if accumulate else res)
+
+
+def bn_stats(y, sum, sumsq):
+    y = y.float()
+    sum += y.sum((0, 2, 3)).double()
+    sumsq += (y * y).sum((0, 2, 3)).double()
+
+
+def bn_finalize(sum, sumsq, count, eps, gamma=None, beta=None):
+    """(5, C) fp32: mean, biased var, invstd, scale = gamma * invstd,
+    shift = beta - mean * scale."""
+    mean = sum / count
+    var = (sumsq / count - mean * mean).clamp_min(0)
+    invstd = 1.0 / torch.sqrt(var + eps)
+    scale = invstd * (gamma.double() if gamma is not None else 1.0)
+    shift = (beta.double() if beta is not None else 0.0) - mean * scale
+    return torch.stack([mean, var, invstd, scale, shift]).float()
+
+
+def bn_apply_relu(y, scale, shift, out, out_offset):
+    v = torch.relu(y.float() * _col(scale) + _col(shift))
+    out[:, out_offset:out_offset + y.shape[1]].copy_(v)
+
+
+def _masked_grad(grad, grad_offset, y, scale, shift):
+    C = y.shape[1]
+    g = grad[:, grad_offset:grad_offset + C].float()
+    yf = y.float()
+    return torch.where(yf * _col(scale) + _col(shift) > 0, g, torch.zeros_like(g)), yf
+
+
+def bn_relu_bwd_reduce(grad, grad_offset, y, scale, shift, mean, invstd, sum_g, sum_gx):
+    gm, yf = _masked_grad(grad, grad_offset, y, scale, shift)
+    xhat = (yf - _col(mean)) * _col(invstd)
+    sum_g += gm.sum((0, 2, 3)).double()
+    sum_gx += (gm * xhat).sum((0, 2, 3)).double()
+
+
+def bn_relu_bwd_apply(grad, grad_offset, y, scale, shift, mean, invstd, sum_g, sum_gx, count,
+                      training):
+    """dy = scale * (gm - (sum_g + xhat * sum_gx) / count) in training, scale * gm in eval."""
+    gm, yf = _masked_grad(grad, grad_offset, y, scale, shift)
+    if training:
+        xhat = (yf - _col(mean)) * _col(invstd)
+        gm = gm - _col((sum_g / count).float()) - xhat * _col((sum_gx / count).float())
+    dy = gm * _col(scale)
+    return dy.to(y.dtype).contiguous(memory_format=torch.channels_last)
