@@ -1,4 +1,6 @@
-"""`inception-fast info`: versions, device, and which backends run here (and why not)."""
+"""`inception-fast info`: versions, device, and which backends run here (and why not).
+`inception-fast info --model NAME`: also the model's parameter count, per-layer output shapes
+and forward FLOPs, measured by running it once with forward hooks (models/summary.py)."""
 from __future__ import annotations
 
 import argparse
@@ -36,10 +38,32 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def model_report(name: str, input_size: int | None = None) -> str:
+    from .models import get_model
+    from .models.summary import summarize
+
+    kwargs = {} if input_size is None else {"input_size": input_size}
+    model = get_model(name, backend="torch", **kwargs)
+    return summarize(model).format(f"model {name} (input_size={model.input_size} variant)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    from .models import MODEL_NAMES
+
+    p.add_argument("--model", choices=MODEL_NAMES, default=None,
+                   help="also print this model's parameter count, per-layer output shapes and "
+                        "forward FLOPs")
+    p.add_argument("--input-size", type=int, choices=(299, 151, 79), default=None,
+                   help="the model variant (paper section 9) and input side for --model "
+                        "(default 299)")
 
 
 def run(args: argparse.Namespace) -> int:
     print(report())
+    if getattr(args, "model", None):
+        print()
+        print(model_report(args.model, args.input_size))
+    elif getattr(args, "input_size", None):
+        print("--input-size needs --model")
+        return 2
     return 0
