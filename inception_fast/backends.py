@@ -73,8 +73,10 @@ def check(backend: str) -> str:
     return backend
 
 
-def resolve(backend: str, x: torch.Tensor) -> str:
-    """The concrete backend for one call on input `x`."""
+def resolve(backend: str, x: torch.Tensor, key: str | None = None, runner=None) -> str:
+    """The concrete backend for one call on input `x`. For "auto" on a GPU, a caller that gives
+    a layer `key` and `runner(backend) -> callable` gets the measured choice
+    (inception_fast.dispatch); otherwise "auto" is the reference."""
     if backend != "auto":
         if backend == "triton" and x.device.type == "cpu" and not triton_interpreter_on():
             raise BackendUnavailableError(
@@ -83,9 +85,12 @@ def resolve(backend: str, x: torch.Tensor) -> str:
         if backend == "cuda" and x.device.type != "cuda":
             raise BackendUnavailableError(f"backend 'cuda' needs CUDA tensors, got a {x.device.type} tensor")
         return backend
-    # Until per-shape measurements exist (inception_fast.dispatch), "auto" never picks a path
-    # that has not been shown faster than cuDNN: it is the reference everywhere.
-    return "torch"
+    # "auto" never picks a path that has not been measured faster than cuDNN for this layer.
+    if key is None or runner is None or x.device.type != "cuda":
+        return "torch"
+    from . import dispatch
+
+    return dispatch.choose(key, x, runner)
 
 
 def summary_line() -> str:

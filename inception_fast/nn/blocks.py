@@ -1,5 +1,20 @@
 """The Inception blocks (torchvision's InceptionA-E and InceptionAux), parameter names and
-channel order identical to torchvision.models.inception, built from ConvBNReLU."""
+channel order identical to torchvision.models.inception, built from ConvBNReLU.
+
+Two forward structures, chosen per call from the backend the block's units resolve to:
+- "torch" (also "auto" when it resolves to torch, e.g. on CPU): exactly torchvision's
+  structure (torch.cat of the branches), the reference.
+- fused backends ("triton", "cuda"): the block allocates ONE channels_last output and every
+  branch's last unit writes its channel slice (no torch.cat, no copying split); the 1x1 units
+  that read the block input run as one GEMM (ops/conv1x1_multi.py), the pool branch's 1x1 conv
+  joins that GEMM and its avg-pool runs after it on the conv's few channels (BN statistics after
+  the pool); the grid reductions write their max-pool slice directly (CUDA grid-reduction op,
+  or the Triton max-pool). Each writer gets its own detached alias of the output and _Join ties
+  them together, so in backward every branch reads its gradient slice as a view.
+The structure follows the backend of the block's first unit; in the fused structure the 1x1
+group and the pools use it too, and every other unit uses its own backend unless it is "auto"
+(then the block's).
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -7,12 +22,136 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
+from .. import backends
+from ..ops.conv1x1_multi import Unit1x1, conv1x1_multi
+from ..ops.conv_bn_relu import conv_bn_relu
+from ..ops.max_pool_slice import max_pool3x3s2_into
 from .conv_bn_relu import ConvBNReLU
 
+CL = torch.channels_last
 
-class InceptionA(nn.Module):
+
+def _bn_args(m: ConvBNReLU) -> dict:
+    """ConvBNReLU.forward's BN arguments (bumps num_batches_tracked as it does)."""
+    bn = m.bn
+    factor = m._bn_factor()
+    update = bn.training and bn.track_running_stats
+    keep = update or not bn.training
+    return dict(bn_weight=bn.weight, bn_bias=bn.bias,
+                running_mean=bn.running_mean if keep else None,
+                running_var=bn.running_var if keep else None, eps=bn.eps, momentum=factor,
+                training=bn.training or (bn.running_mean is None and bn.running_var is None))
+
+
+def _run(m: ConvBNReLU, x, backend, out=None, offset=0):
+    """One unit, optionally into out[:, offset:...]: with the block's resolved backend when the
+    unit says "auto", else with its own (a unit may be pinned, e.g. to cuDNN)."""
+    backend = backend if m.backend == "auto" else m.backend
+    a = _bn_args(m)
+    return conv_bn_relu(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
+                        a["running_var"], stride=_pair(m.conv.stride),
+                        padding=_pair(m.conv.padding), eps=a["eps"], momentum=a["momentum"],
+                        training=a["training"], out=out, out_offset=offset, backend=backend)
+
+
+def _group(specs, x, backend, out):
+    """The 1x1 units reading x as one op. specs: (unit, out_offset or None, pool?)."""
+    units, modes = [], set()
+    for m, off, pool in specs:
+        a = _bn_args(m)
+        modes.add(a["training"])
+        units.append(Unit1x1(m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
+                             a["running_var"], a["eps"], a["momentum"], off, pool))
+    if len(modes) != 1:
+        raise ValueError("Inception block: its 1x1 units are in different train/eval modes; "
+                         "call .train()/.eval() on the whole block")
+    return conv1x1_multi(x, units, training=modes.pop(), out=out, backend=backend)
+
+
+class _Join(torch.autograd.Function):
+    """Ties the aliases of one block output (each written by one branch) into one tensor; the
+    gradient goes to every writer as is (each reads its own channel slice, as a view)."""
+
+    @staticmethod
+    def forward(ctx, *parts):
+        ctx.n = len(parts)
+        return parts[0].view_as(parts[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad,) * ctx.n
+
+
+class _Output:
+    """The block's one NHWC output; alias() hands each writer its own detached alias."""
+
+    def __init__(self, x, channels, h, w):
+        self.buf = torch.empty((x.shape[0], channels, h, w), dtype=x.dtype, device=x.device,
+                               memory_format=CL)
+        self.parts = []
+
+    def alias(self):
+        a = self.buf.detach()
+        self.parts.append(a)
+        return a
+
+    def result(self):
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parts):
+            return _Join.apply(*self.parts)
+        return self.buf
+
+
+class _Block(nn.Module):
+    """Chooses the structure per call (see the module doc)."""
+
+    def _backend(self, x) -> str:
+        backend = getattr(self, self._FIRST).backend  # follows Inception3.set_backend
+        if backend != "auto" or x.device.type != "cuda":
+            return backends.resolve(backend, x)
+        train = self.training and torch.is_grad_enabled()
+        key = (f"{type(self).__name__}|{'x'.join(map(str, x.shape))}|"
+               f"{'train' if train else 'eval'}")
+        return backends.resolve(backend, x, key=key, runner=lambda b: self._bench(x, b, train))
+
+    def _bench(self, x, backend, train):
+        """A callable running a copy of this block (same shapes, state untouched) on `backend`."""
+        import copy
+
+        block = copy.deepcopy(self)
+        for m in block.modules():
+            if isinstance(m, ConvBNReLU):
+                m.backend = backend
+        xb = torch.randn(x.shape, device=x.device, dtype=x.dtype).contiguous(
+            memory_format=CL if x.is_contiguous(memory_format=CL) else torch.contiguous_format)
+
+        def step():
+            if train:
+                xb.requires_grad_(True)
+                block(xb).sum().backward()
+            else:
+                with torch.no_grad():
+                    block(xb)
+        return step
+
+    def forward(self, x):
+        b = self._backend(x)
+        if b == "torch":
+            return self._forward_reference(x)
+        return self._forward_fused_eager(x, b)
+
+    @torch.compiler.disable
+    def _forward_fused_eager(self, x, b):
+        """torch.compile graph-breaks here: Dynamo cannot trace the kernel launches (nor the
+        Triton interpreter), the block runs eagerly inside a compiled model."""
+        return self._forward_fused(x, b)
+
+
+class InceptionA(_Block):
     """35x35 block (Mixed_5b-d): 1x1 | 1x1->5x5 | 1x1->3x3->3x3 | avgpool->1x1."""
+
+    _FIRST = "branch1x1"
 
     def __init__(self, in_channels: int, pool_features: int, backend: str = "auto"):
         super().__init__()
@@ -25,7 +164,16 @@ class InceptionA(nn.Module):
         self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, padding=1)
         self.branch_pool = conv(in_channels, pool_features, kernel_size=1)
 
-    def forward(self, x):
+    def _forward_fused(self, x, b):
+        out = _Output(x, 224 + self.branch_pool.conv.out_channels, x.shape[2], x.shape[3])
+        _, t5, t3, _ = _group([(self.branch1x1, 0, False), (self.branch5x5_1, None, False),
+                               (self.branch3x3dbl_1, None, False), (self.branch_pool, 224, True)],
+                              x, b, out.alias())
+        _run(self.branch5x5_2, t5, b, out.alias(), 64)
+        _run(self.branch3x3dbl_3, _run(self.branch3x3dbl_2, t3, b), b, out.alias(), 128)
+        return out.result()
+
+    def _forward_reference(self, x):
         b1 = self.branch1x1(x)
         b5 = self.branch5x5_2(self.branch5x5_1(x))
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
@@ -33,8 +181,10 @@ class InceptionA(nn.Module):
         return torch.cat([b1, b5, b3, bp], 1)
 
 
-class InceptionB(nn.Module):
+class InceptionB(_Block):
     """Grid reduction 35->17 (Mixed_6a): 3x3/2 | 1x1->3x3->3x3/2 | maxpool 3x3/2."""
+
+    _FIRST = "branch3x3"
 
     def __init__(self, in_channels: int, backend: str = "auto"):
         super().__init__()
@@ -44,15 +194,29 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_2 = conv(64, 96, kernel_size=3, padding=1)
         self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, stride=2)
 
-    def forward(self, x):
+    def _forward_fused(self, x, b):
+        c_in, h, w = x.shape[1:]
+        out = _Output(x, 480 + c_in, (h - 3) // 2 + 1, (w - 3) // 2 + 1)
+        if b == "cuda":  # one kernel reads each 3x3/2 window once for the conv and the pool
+            _grid_reduction(self.branch3x3, x, out.alias(), 0, 480)
+        else:
+            _run(self.branch3x3, x, b, out.alias(), 0)
+            max_pool3x3s2_into(x, out.alias(), 480, backend=b)
+        t = _run(self.branch3x3dbl_2, _run(self.branch3x3dbl_1, x, b), b)
+        _run(self.branch3x3dbl_3, t, b, out.alias(), 384)
+        return out.result()
+
+    def _forward_reference(self, x):
         b3 = self.branch3x3(x)
         bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         bp = F.max_pool2d(x, kernel_size=3, stride=2)
         return torch.cat([b3, bd, bp], 1)
 
 
-class InceptionC(nn.Module):
+class InceptionC(_Block):
     """17x17 block (Mixed_6b-e) with 1x7 / 7x1 factorized convolutions."""
+
+    _FIRST = "branch1x1"
 
     def __init__(self, in_channels: int, channels_7x7: int, backend: str = "auto"):
         super().__init__()
@@ -69,7 +233,17 @@ class InceptionC(nn.Module):
         self.branch7x7dbl_5 = conv(c7, 192, kernel_size=(1, 7), padding=(0, 3))
         self.branch_pool = conv(in_channels, 192, kernel_size=1)
 
-    def forward(self, x):
+    def _forward_fused(self, x, b):
+        out = _Output(x, 768, x.shape[2], x.shape[3])
+        _, t7, td, _ = _group([(self.branch1x1, 0, False), (self.branch7x7_1, None, False),
+                               (self.branch7x7dbl_1, None, False), (self.branch_pool, 576, True)],
+                              x, b, out.alias())
+        _run(self.branch7x7_3, _run(self.branch7x7_2, t7, b), b, out.alias(), 192)
+        td = _run(self.branch7x7dbl_3, _run(self.branch7x7dbl_2, td, b), b)
+        _run(self.branch7x7dbl_5, _run(self.branch7x7dbl_4, td, b), b, out.alias(), 384)
+        return out.result()
+
+    def _forward_reference(self, x):
         b1 = self.branch1x1(x)
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         bd = self.branch7x7dbl_1(x)
@@ -79,8 +253,10 @@ class InceptionC(nn.Module):
         return torch.cat([b1, b7, bd, bp], 1)
 
 
-class InceptionD(nn.Module):
+class InceptionD(_Block):
     """Grid reduction 17->8 (Mixed_7a): 1x1->3x3/2 | 1x1->1x7->7x1->3x3/2 | maxpool 3x3/2."""
+
+    _FIRST = "branch3x3_1"
 
     def __init__(self, in_channels: int, backend: str = "auto"):
         super().__init__()
@@ -92,7 +268,21 @@ class InceptionD(nn.Module):
         self.branch7x7x3_3 = conv(192, 192, kernel_size=(7, 1), padding=(3, 0))
         self.branch7x7x3_4 = conv(192, 192, kernel_size=3, stride=2)
 
-    def forward(self, x):
+    def _forward_fused(self, x, b):
+        c_in, h, w = x.shape[1:]
+        out = _Output(x, 512 + c_in, (h - 3) // 2 + 1, (w - 3) // 2 + 1)
+        t3, t7 = _group([(self.branch3x3_1, None, False), (self.branch7x7x3_1, None, False)],
+                        x, b, None)
+        _run(self.branch3x3_2, t3, b, out.alias(), 0)
+        t7 = _run(self.branch7x7x3_3, _run(self.branch7x7x3_2, t7, b), b)
+        _run(self.branch7x7x3_4, t7, b, out.alias(), 320)
+        if b == "cuda":
+            _grid_reduction(None, x, out.alias(), 0, 512)
+        else:
+            max_pool3x3s2_into(x, out.alias(), 512, backend=b)
+        return out.result()
+
+    def _forward_reference(self, x):
         b3 = self.branch3x3_2(self.branch3x3_1(x))
         b7 = self.branch7x7x3_2(self.branch7x7x3_1(x))
         b7 = self.branch7x7x3_4(self.branch7x7x3_3(b7))
@@ -100,8 +290,10 @@ class InceptionD(nn.Module):
         return torch.cat([b3, b7, bp], 1)
 
 
-class InceptionE(nn.Module):
+class InceptionE(_Block):
     """8x8 block (Mixed_7b-c), expanded filter bank: parallel 1x3 and 3x1."""
+
+    _FIRST = "branch1x1"
 
     def __init__(self, in_channels: int, backend: str = "auto"):
         super().__init__()
@@ -116,7 +308,19 @@ class InceptionE(nn.Module):
         self.branch3x3dbl_3b = conv(384, 384, kernel_size=(3, 1), padding=(1, 0))
         self.branch_pool = conv(in_channels, 192, kernel_size=1)
 
-    def forward(self, x):
+    def _forward_fused(self, x, b):
+        out = _Output(x, 2048, x.shape[2], x.shape[3])
+        _, t3, td, _ = _group([(self.branch1x1, 0, False), (self.branch3x3_1, None, False),
+                               (self.branch3x3dbl_1, None, False), (self.branch_pool, 1856, True)],
+                              x, b, out.alias())
+        _run(self.branch3x3_2a, t3, b, out.alias(), 320)
+        _run(self.branch3x3_2b, t3, b, out.alias(), 704)
+        td = _run(self.branch3x3dbl_2, td, b)
+        _run(self.branch3x3dbl_3a, td, b, out.alias(), 1088)
+        _run(self.branch3x3dbl_3b, td, b, out.alias(), 1472)
+        return out.result()
+
+    def _forward_reference(self, x):
         b1 = self.branch1x1(x)
         b3 = self.branch3x3_1(x)
         b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
@@ -124,6 +328,20 @@ class InceptionE(nn.Module):
         bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
         bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
         return torch.cat([b1, b3, bd, bp], 1)
+
+
+def _grid_reduction(m, x, out, conv_offset, pool_offset):
+    """The CUDA grid-reduction op (ops/grid_reduction.py): conv unit m (or None) + max-pool."""
+    from ..ops.grid_reduction import grid_reduction
+
+    if m is None:
+        return grid_reduction(x, None, None, None, None, None, out=out, pool_offset=pool_offset,
+                              backend="cuda")
+    a = _bn_args(m)
+    return grid_reduction(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
+                          a["running_var"], out=out, conv_offset=conv_offset,
+                          pool_offset=pool_offset, eps=a["eps"], momentum=a["momentum"],
+                          training=a["training"], backend="cuda")
 
 
 class InceptionAux(nn.Module):
