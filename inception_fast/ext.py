@@ -38,11 +38,11 @@ def load(build: bool = True, verbose: bool = False):
     if why:
         _error = f"extension not built and cannot be built here: {why}"
         raise RuntimeError(_error)
-    if not build:
+    d = build_dir()
+    if not build and not (d / "inception_fast_C.so").exists():
         raise RuntimeError("extension not built yet (run `inception-fast build-ext`)")
     from torch.utils.cpp_extension import load as jit_load
 
-    d = build_dir()
     d.mkdir(parents=True, exist_ok=True)
     try:
         _module = jit_load(

@@ -35,6 +35,9 @@ def report() -> str:
     for b, why in backends.available().items():
         lines.append(f"  {b:7s} {'available' if why is None else 'unavailable: ' + why}")
     lines.append("  auto    torch reference on CPU; per-shape choice on GPU")
+    from . import dispatch
+
+    lines.append(dispatch.describe())
     return "\n".join(lines)
 
 
@@ -56,9 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, choices=(299, 151, 79), default=None,
                    help="the model variant (paper section 9) and input side for --model "
                         "(default 299)")
+    p.add_argument("--clear-dispatch", action="store_true",
+                   help="forget the cached per-shape backend decisions of backend='auto'")
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "clear_dispatch", False):
+        from . import dispatch
+
+        print(f"dispatch: cleared {dispatch.clear()} cached decision(s)")
     print(report())
     if getattr(args, "model", None):
         print()

@@ -19,3 +19,17 @@ def test_python_dash_m_and_summary_line():
     assert "backends:" in r.stdout
     line = backends.summary_line()
     assert line.startswith("inception_fast backends:") and "torch=yes" in line
+
+
+def test_info_shows_and_clears_the_dispatch_cache(tmp_path, monkeypatch, capsys):
+    import json
+
+    from inception_fast import dispatch
+
+    monkeypatch.setenv("INCEPTION_FAST_CACHE_DIR", str(tmp_path))
+    f = tmp_path / "dispatch-fake.json"
+    f.write_text(json.dumps({"k": {"backend": "triton", "ms": {"torch": 2.0, "triton": 1.0}}}))
+    assert main(["info", "--clear-dispatch"]) == 0
+    out = capsys.readouterr().out
+    assert "cleared 1 cached decision" in out and "dispatch:" in out
+    assert not f.exists() and dispatch.clear() == 0
