@@ -1,0 +1,234 @@
+"""conv2d -> BatchNorm -> ReLU on the Triton kernels (backend="triton"), forward and backward.
+
+Same semantics as conv_bn_relu_reference (see conv_bn_relu.py). Paths:
+  eval, no grad    BN folded into the conv weight and a bias (cached; recomputed when the conv
+                   weight, BN weight/bias or running stats change: keyed on identity and
+                   `._version`), one kernel: conv + bias + ReLU into the output (slice).
+  train            conv with the BN-statistics epilogue -> finalize (mean, invstd, running
+                   stats update) -> apply relu(a*y + c) into the output (slice).
+  eval with grad   conv -> apply with the running stats (backward needs y).
+Backward (kernels/bn_relu_bwd.py, kernels/conv2d_bwd.py): ReLU mask + BN backward from the saved
+pre-BN conv output y, then dgrad and wgrad. Results are channels_last.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.graph import increment_version
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ..kernels.bn_train import bn_finalize, bn_relu_apply
+from ..kernels.conv2d_fwd import SUPPORTED_DTYPES, conv2d_fwd, out_size, pack_weight
+
+# conv weight tensor -> (key, tensors): packed weights survive across calls while unchanged.
+_FOLD_CACHE = WeakIdKeyDictionary()
+_PACK_CACHE = WeakIdKeyDictionary()
+
+
+def _version_key(*tensors):
+    """Identity + version of each tensor, or None when a version is not tracked (inference
+    tensors): then nothing is cached."""
+    key = []
+    for t in tensors:
+        if t is None:
+            key.append(None)
+            continue
+        try:
+            key.append((id(t), t._version))
+        except RuntimeError:
+            return None
+    return tuple(key)
+
+
+def _cached(cache, weight, key, make):
+    if key is not None:
+        hit = cache.get(weight)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    value = make()
+    if key is not None:
+        cache[weight] = (key, value)
+    return value
+
+
+def _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps):
+    """Eval BN as relu(a*y + c): float32 a = gamma/sqrt(var + eps), c = beta - mean*a."""
+    invstd = torch.rsqrt(running_var.float() + eps)
+    mean = running_mean.float()
+    a = invstd if bn_weight is None else bn_weight.float() * invstd
+    c = -mean * a if bn_bias is None else bn_bias.float() - mean * a
+    return mean, invstd, a.contiguous(), c.contiguous()
+
+
+def _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps, dtype):
+    key = _version_key(weight, bn_weight, bn_bias, running_mean, running_var)
+    key = None if key is None else key + (eps, dtype)
+
+    def make():
+        with torch.no_grad():
+            _, _, a, c = _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps)
+            return pack_weight(weight.float() * a[:, None, None, None], dtype), c
+    return _cached(_FOLD_CACHE, weight, key, make)
+
+
+def _packed(weight, dtype):
+    key = _version_key(weight)
+    key = None if key is None else key + (dtype,)
+    return _cached(_PACK_CACHE, weight, key, lambda: pack_weight(weight, dtype))
+
+
+def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"conv_bn_relu(backend='triton'): input dtype must be float32, float16 or "
+                        f"bfloat16, got {x.dtype}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"conv_bn_relu(backend='triton'): conv weight dtype {weight.dtype} differs "
+                        f"from the input dtype {x.dtype}")
+    c_out = weight.shape[0]
+    for name, t in (("bn weight", bn_weight), ("bn bias", bn_bias),
+                    ("running_mean", running_mean), ("running_var", running_var)):
+        if t is None:
+            continue
+        if t.shape != (c_out,):
+            raise ValueError(f"conv_bn_relu(backend='triton'): {name} has shape {tuple(t.shape)}, "
+                             f"expected ({c_out},) for {c_out} output channels")
+        if t.device != x.device:
+            raise ValueError(f"conv_bn_relu(backend='triton'): {name} is on {t.device}, the input "
+                             f"on {x.device}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("conv_bn_relu(backend='triton'): eval mode needs running_mean and running_var")
+
+
+def _bump(t):
+    """Tensors written through a raw pointer: bump the version counter like an in-place op, so
+    autograd's saved-tensor checks and the caches here see the change."""
+    if t is not None:
+        try:
+            increment_version(t)
+        except RuntimeError:  # inference tensors have no version counter
+            pass
+
+
+def _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding,
+                    eps, momentum):
+    """conv (stats epilogue) + finalize: (y, mean, invstd, a, c); running stats updated."""
+    y, psum, pm2 = conv2d_fwd(x, weight, stride=stride, padding=padding, stats=True,
+                              packed=_packed(weight, x.dtype))
+    count = y.shape[0] * y.shape[2] * y.shape[3]
+    mean, invstd, a, c = bn_finalize(psum, pm2, count, eps=eps, momentum=momentum,
+                                     gamma=bn_weight, beta=bn_bias, running_mean=running_mean,
+                                     running_var=running_var)
+    _bump(running_mean)
+    _bump(running_var)
+    return y, mean, invstd, a, c
+
+
+class _ConvBNReLUFn(torch.autograd.Function):
+    """Differentiable w.r.t. x, conv weight, BN weight and bias (and `out`, whose slice is
+    overwritten: its gradient there is zero)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bn_weight, bn_bias, out, cfg):
+        stride, padding, eps, momentum, training, running_mean, running_var, out_offset = cfg
+        if training:
+            y, mean, invstd, a, c = _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean,
+                                                    running_var, stride, padding, eps, momentum)
+        else:
+            y = conv2d_fwd(x, weight, stride=stride, padding=padding,
+                           packed=_packed(weight, x.dtype))
+            mean, invstd, a, c = _affine_from_running(bn_weight, bn_bias, running_mean,
+                                                      running_var, eps)
+        c_out = weight.shape[0]
+        if out is None:
+            result = bn_relu_apply(y, a, c)
+        else:
+            bn_relu_apply(y, a, c, out=out[:, out_offset:out_offset + c_out])
+            ctx.mark_dirty(out)
+            result = out
+        ctx.save_for_backward(x, weight, y, mean, invstd, a, c,
+                              bn_weight if bn_weight is not None else None)
+        ctx.cfg = (stride, padding, training, out_offset, out is not None,
+                   None if bn_bias is None else bn_bias.dtype)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad):
+        from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
+        from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
+
+        x, weight, y, mean, invstd, a, c, bn_weight = ctx.saved_tensors
+        stride, padding, training, out_offset, has_out, bias_dtype = ctx.cfg
+        need_x, need_w, need_g, need_b, need_out = ctx.needs_input_grad[:5]
+        c_out = weight.shape[0]
+        grad_out_full = None
+        if has_out:
+            if need_out:  # the overwritten slice no longer depends on the old contents
+                grad_out_full = grad.clone()
+                grad_out_full[:, out_offset:out_offset + c_out].zero_()
+            grad = grad[:, out_offset:out_offset + c_out]
+        sum_dz, sum_dz_y = bn_relu_bwd_reduce(grad, y, a, c)
+        gamma = bn_weight.float() if bn_weight is not None else torch.ones_like(invstd)
+        grad_gamma = (sum_dz_y - mean * sum_dz) * invstd
+        grad_x = grad_w = None
+        if need_x or need_w:
+            if training:
+                m = y.shape[0] * y.shape[2] * y.shape[3]
+                k1 = gamma * invstd
+                k2 = -gamma * invstd * invstd * grad_gamma / m
+                k3 = -gamma * invstd * sum_dz / m + gamma * invstd * invstd * grad_gamma * mean / m
+            else:
+                k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
+            grad_y = bn_relu_bwd_apply(grad, y, a, c, k1.contiguous(), k2.contiguous(),
+                                       k3.contiguous())
+            if need_x:
+                grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
+                                      padding=padding)
+            if need_w:
+                grad_w = conv2d_wgrad(x, grad_y, tuple(weight.shape[2:]), stride=stride,
+                                      padding=padding).to(weight.dtype)
+        g_gamma = grad_gamma.to(bn_weight.dtype) if need_g else None
+        g_beta = sum_dz.to(bias_dtype) if need_b else None
+        return grad_x, grad_w, g_gamma, g_beta, grad_out_full, None
+
+
+def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
+                        stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1, training=False,
+                        out=None, out_offset=0):
+    """relu(batch_norm(conv2d(x, weight))) on the Triton kernels; arguments and semantics as
+    conv_bn_relu_reference. `out` (N, C_total, OH, OW): the result goes into
+    out[:, out_offset:out_offset + C_out] and that view is returned."""
+    stride, padding = tuple(stride), tuple(padding)
+    _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
+    c_out = weight.shape[0]
+    if out is not None:  # also checked by conv_bn_relu; this function is callable directly
+        oh = out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
+        ow = out_size(x.shape[3], weight.shape[3], stride[1], padding[1])
+        if (out.dim() != 4 or out.shape[0] != x.shape[0] or tuple(out.shape[2:]) != (oh, ow)
+                or out_offset < 0 or out_offset + c_out > out.shape[1]):
+            raise ValueError(f"conv_bn_relu(backend='triton'): out of shape {tuple(out.shape)} "
+                             f"has no channel slice [{out_offset}, {out_offset + c_out}) of "
+                             f"({x.shape[0]}, C, {oh}, {ow})")
+        if out.dtype != x.dtype or out.device != x.device:
+            raise ValueError(f"conv_bn_relu(backend='triton'): out must be {x.dtype} on {x.device}")
+    if running_mean is None or running_var is None:
+        running_mean = running_var = None
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))
+    if needs_grad:
+        cfg = (stride, padding, float(eps), float(momentum), bool(training), running_mean,
+               running_var, out_offset)
+        res = _ConvBNReLUFn.apply(x, weight, bn_weight, bn_bias, out, cfg)
+        return res if out is None else res[:, out_offset:out_offset + c_out]
+
+    view = None if out is None else out[:, out_offset:out_offset + c_out]
+    with torch.no_grad():
+        if training:
+            y, _, _, a, c = _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean,
+                                            running_var, stride, padding, eps, momentum)
+            res = bn_relu_apply(y, a, c, out=view)
+        else:
+            packed, bias = _folded(weight, bn_weight, bn_bias, running_mean, running_var,
+                                   float(eps), x.dtype)
+            res = conv2d_fwd(x, weight, stride=stride, padding=padding, bias=bias, relu=True,
+                             out=view, packed=packed)
+    _bump(out)
+    return res

@@ -1,0 +1,193 @@
+"""BatchNorm (training) around the conv: finalize the batch statistics from the conv
+epilogue's partials, and apply out = relu(a*y + c) into the output (slice).
+
+Partials (from kernels/conv2d_fwd.py, STATS epilogue): per group g of `rows_per_group`
+consecutive rows of y (the last one may be short) and per channel, the sum and M2 (sum of
+squared deviations from the group mean). Groups are merged with Chan et al.'s parallel
+formula, M2 = sum_g M2_g + sum_g n_g (mean_g - mean)^2, which stays accurate when
+|mean| >> std (E[y^2] - E[y]^2 in fp32 would not).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .conv2d_fwd import STAT_ROWS, interpreter_on
+
+# Above this many groups, merge in parallel passes first (a single pass over, say, 170k
+# groups would run on a handful of programs only).
+_FINAL_MAX_GROUPS = 256
+_GROUPS_PER_PROG = 128
+
+
+@triton.jit
+def _bn_combine_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group,
+                       osum_ptr, om2_ptr,
+                       gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr,
+                       mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
+                       GROUPS_PER_PROG, FINAL: tl.constexpr, HAS_AFFINE: tl.constexpr,
+                       HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Merges GROUPS_PER_PROG consecutive groups per program (grid: channel blocks x chunks).
+    Not FINAL: writes the chunk's (sum, M2) as one group of the next pass. FINAL (one chunk):
+    mean, invstd = 1/sqrt(var + eps), a = gamma*invstd, c = beta - mean*a, and the running
+    stats update as torch: r = (1 - momentum)*r + momentum*stat, var unbiased (x `unbias`)."""
+    pid_c = tl.program_id(0)
+    chunk = tl.program_id(1)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    g_start = chunk * GROUPS_PER_PROG
+    g_end = tl.minimum(g_start + GROUPS_PER_PROG, G)
+    chunk_rows = tl.minimum(count - g_start * rows_per_group,
+                            GROUPS_PER_PROG * rows_per_group).to(tl.float32)
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for g0 in range(g_start, g_end, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        mask = (g < g_end)[:, None] & c_ok[None, :]
+        s = tl.load(psum_ptr + g[:, None].to(tl.int64) * C + offs_c[None, :], mask=mask, other=0.0)
+        total += tl.sum(s, axis=0)
+    mean = total / chunk_rows
+    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for g0 in range(g_start, g_end, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        g_ok = g < g_end
+        mask = g_ok[:, None] & c_ok[None, :]
+        off = g[:, None].to(tl.int64) * C + offs_c[None, :]
+        s = tl.load(psum_ptr + off, mask=mask, other=0.0)
+        q = tl.load(pm2_ptr + off, mask=mask, other=0.0)
+        n_g = tl.minimum(count - g * rows_per_group, rows_per_group).to(tl.float32)
+        n_g = tl.where(g_ok, tl.maximum(n_g, 1.0), 1.0)
+        d = s / n_g[:, None] - mean[None, :]
+        m2 += tl.sum(tl.where(mask, q + n_g[:, None] * d * d, 0.0), axis=0)
+    if FINAL:
+        var = m2 / chunk_rows
+        invstd = 1.0 / tl.sqrt(var + eps)
+        if HAS_AFFINE:
+            gamma = tl.load(gamma_ptr + offs_c, mask=c_ok, other=1.0).to(tl.float32)
+            beta = tl.load(beta_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+        else:
+            gamma = tl.full((BLOCK_C,), 1.0, tl.float32)
+            beta = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        a = gamma * invstd
+        tl.store(mean_ptr + offs_c, mean, mask=c_ok)
+        tl.store(invstd_ptr + offs_c, invstd, mask=c_ok)
+        tl.store(a_ptr + offs_c, a, mask=c_ok)
+        tl.store(c_ptr + offs_c, beta - mean * a, mask=c_ok)
+        if HAS_RUNNING:
+            rm = tl.load(rmean_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+            rv = tl.load(rvar_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+            rm = (1.0 - momentum) * rm + momentum * mean
+            rv = (1.0 - momentum) * rv + momentum * (var * unbias)
+            tl.store(rmean_ptr + offs_c, rm.to(rmean_ptr.dtype.element_ty), mask=c_ok)
+            tl.store(rvar_ptr + offs_c, rv.to(rvar_ptr.dtype.element_ty), mask=c_ok)
+    else:
+        out_off = chunk * C + offs_c
+        tl.store(osum_ptr + out_off, total, mask=c_ok)
+        tl.store(om2_ptr + out_off, m2, mask=c_ok)
+
+
+def bn_finalize(psum: torch.Tensor, pm2: torch.Tensor, count: int, *, eps: float,
+                momentum: float, gamma: torch.Tensor | None = None,
+                beta: torch.Tensor | None = None, running_mean: torch.Tensor | None = None,
+                running_var: torch.Tensor | None = None, rows_per_group: int = STAT_ROWS):
+    """Batch statistics from the conv partials ([G, C] float32 each, G = ceil(count /
+    rows_per_group)). Returns float32 [C] tensors (mean, invstd, a, c) with a = gamma*invstd and
+    c = beta - mean*a (gamma = 1, beta = 0 when None), so that BN+ReLU is relu(a*y + c).
+    Updates running_mean / running_var in place (when given) exactly as torch's BatchNorm:
+    biased variance for normalization, unbiased (count / (count - 1)) for the running estimate."""
+    if psum.shape != pm2.shape or psum.dim() != 2 or psum.dtype != torch.float32:
+        raise ValueError("bn_finalize: psum and pm2 must be float32 [G, C] tensors of one shape")
+    groups, c = psum.shape
+    if groups != triton.cdiv(count, rows_per_group):
+        raise ValueError(f"bn_finalize: {groups} groups do not cover {count} rows of {rows_per_group}")
+    if count < 2:
+        # torch.nn.functional.batch_norm refuses this too.
+        raise ValueError(f"Expected more than 1 value per channel when training, got {count} "
+                         "value(s) per channel")
+    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if t is not None and (t.shape != (c,) or t.device != psum.device or not t.is_contiguous()):
+            raise ValueError(f"bn_finalize: {name} must be a contiguous [{c}] tensor on {psum.device}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("bn_finalize: give both running_mean and running_var, or neither")
+    dev = psum.device
+    mean, invstd, a, cc = (torch.empty(c, device=dev, dtype=torch.float32) for _ in range(4))
+    block_c = min(triton.next_power_of_2(max(c, 1)), 128 if interpreter_on() else 32)
+    block_g = 64 if interpreter_on() else 32
+    while groups > _FINAL_MAX_GROUPS:  # parallel merge passes
+        chunks = triton.cdiv(groups, _GROUPS_PER_PROG)
+        osum = torch.empty((chunks, c), device=dev, dtype=torch.float32)
+        om2 = torch.empty((chunks, c), device=dev, dtype=torch.float32)
+        _bn_combine_kernel[(triton.cdiv(c, block_c), chunks)](
+            psum, pm2, groups, c, count, rows_per_group, osum, om2,
+            psum, psum, psum, psum, mean, invstd, a, cc, 0.0, 0.0, 1.0, _GROUPS_PER_PROG,
+            FINAL=False, HAS_AFFINE=False, HAS_RUNNING=False, BLOCK_G=block_g, BLOCK_C=block_c)
+        psum, pm2, groups = osum, om2, chunks
+        rows_per_group *= _GROUPS_PER_PROG
+    has_affine = gamma is not None or beta is not None
+    if has_affine:
+        gamma = gamma if gamma is not None else torch.ones(c, device=dev)
+        beta = beta if beta is not None else torch.zeros(c, device=dev)
+    has_running = running_mean is not None
+    _bn_combine_kernel[(triton.cdiv(c, block_c), 1)](
+        psum, pm2, groups, c, count, rows_per_group, psum, pm2,
+        gamma if has_affine else psum, beta if has_affine else psum,
+        running_mean if has_running else psum, running_var if has_running else psum,
+        mean, invstd, a, cc, float(eps), float(momentum), count / (count - 1), groups,
+        FINAL=True, HAS_AFFINE=has_affine, HAS_RUNNING=has_running, BLOCK_G=block_g,
+        BLOCK_C=block_c)
+    return mean, invstd, a, cc
+
+
+@triton.jit
+def _bn_relu_apply_kernel(y_ptr, a_ptr, c_ptr, out_ptr, M, C, OH, OW,
+                          son, soc, soh, sow, RELU: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out[n, ch, oh, ow] = relu(a[ch]*y + c[ch]); y is a dense channels_last [M, C] tensor,
+    out any (N, C, OH, OW) view (e.g. a channel slice of a larger NHWC tensor)."""
+    pid_m = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m_ok = offs_m < M
+    c_ok = offs_c < C
+    mask = m_ok[:, None] & c_ok[None, :]
+    y = tl.load(y_ptr + offs_m[:, None].to(tl.int64) * C + offs_c[None, :], mask=mask,
+                other=0.0).to(tl.float32)
+    a = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)
+    c = tl.load(c_ptr + offs_c, mask=c_ok, other=0.0)
+    z = y * a[None, :] + c[None, :]
+    if RELU:
+        z = tl.maximum(z, 0.0)
+    ohw = OH * OW
+    n_idx = (offs_m // ohw).to(tl.int64)
+    rem = offs_m % ohw
+    o_row = n_idx * son + (rem // OW) * soh + (rem % OW) * sow
+    tl.store(out_ptr + o_row[:, None] + offs_c[None, :] * soc, z.to(out_ptr.dtype.element_ty),
+             mask=mask)
+
+
+def bn_relu_apply(y: torch.Tensor, a: torch.Tensor, c: torch.Tensor, *,
+                  out: torch.Tensor | None = None, relu: bool = True) -> torch.Tensor:
+    """out = relu(a*y + c) per channel. y: dense channels_last (N, C, OH, OW); a, c: float32
+    [C]; out: optional (N, C, OH, OW) view (any strides) of y's dtype, else a new channels_last
+    tensor. Returns out."""
+    if y.dim() != 4 or not y.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError("bn_relu_apply: y must be a dense channels_last (N, C, H, W) tensor")
+    n, ch, oh, ow = y.shape
+    for name, t in (("a", a), ("c", c)):
+        if t.shape != (ch,) or t.dtype != torch.float32 or t.device != y.device:
+            raise ValueError(f"bn_relu_apply: {name} must be float32 [{ch}] on {y.device}")
+    if out is None:
+        out = torch.empty_like(y, memory_format=torch.channels_last)
+    elif tuple(out.shape) != tuple(y.shape) or out.dtype != y.dtype or out.device != y.device:
+        raise ValueError(f"bn_relu_apply: out must be {y.dtype} {tuple(y.shape)} on {y.device}")
+    m = n * oh * ow
+    if m == 0 or ch == 0:
+        return out
+    block_c = min(triton.next_power_of_2(ch), 64)
+    block_m = (16384 if interpreter_on() else 4096) // block_c
+    grid = (triton.cdiv(m, block_m), triton.cdiv(ch, block_c))
+    _bn_relu_apply_kernel[grid](y, a, c, out, m, ch, oh, ow, *out.stride(), RELU=relu,
+                                BLOCK_M=block_m, BLOCK_C=block_c)
+    return out

@@ -1,0 +1,303 @@
+"""Implicit-GEMM 2-D convolution forward (NHWC / channels_last), fp32 accumulation.
+
+GEMM view: rows m = (n, oh, ow) (M = N*OH*OW), columns = output channels, reduction over
+k = (r, s, c) (K = kh*kw*C_in). No im2col is materialized: each program gathers its input
+tile straight from x (any strides; channels_last makes the C loads contiguous).
+
+Epilogues (compile-time flags), all on the fp32 accumulator:
+  plain              y = conv(x)
+  HAS_BIAS / RELU    y = relu(conv(x) + bias)        (eval: BN folded into weight and bias)
+  STATS              y = conv(x), plus per-channel partial sums and centered sums of squares
+                     (M2) over each group of STAT_ROWS rows, for the BN batch statistics;
+                     kernels/bn_train.py combines them (Chan's parallel variance formula, which
+                     avoids the cancellation of E[y^2] - E[y]^2).
+The result goes into any (N, C_out, OH, OW)-shaped view, e.g. a channel slice of a larger NHWC
+tensor (copy-free concat).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Rows of y per BN-statistics partial. Fixed (not the tile height) so that the partials'
+# layout does not depend on which autotune config ran; every BLOCK_M is a multiple of it.
+STAT_ROWS = 32
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def gpu_configs():
+    """GPU autotune candidates: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)."""
+    shapes = [
+        (128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (128, 64, 64, 4, 3),
+        (64, 128, 32, 4, 4), (64, 64, 32, 4, 4), (64, 64, 64, 4, 3), (64, 32, 32, 2, 4),
+        (256, 64, 32, 8, 3), (128, 256, 32, 8, 3),
+    ]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+            for m, n, k, w, s in shapes]
+
+
+def conv_configs():
+    """Autotune list; under the interpreter (which never benchmarks) a placeholder, since
+    `launch` then picks one config per problem with interpreter_tiles."""
+    if interpreter_on():
+        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4)]
+    return gpu_configs()
+
+
+def prune_configs(configs, named_args, **kwargs):
+    """Drop tiles much larger than the problem (a 128-wide tile for 32 channels only idles).
+    Triton passes positional arguments in named_args and keyword ones in kwargs."""
+    args = {**named_args, **kwargs}
+    c_out, c_in, m = args["C_out"], args["C_in"], args["M"]
+    kept = [c for c in configs
+            if c.kwargs["BLOCK_N"] <= max(32, triton.next_power_of_2(c_out))
+            and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(c_in))
+            and c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(m))]
+    return kept or configs[:1]
+
+
+def interpreter_tiles(m: int, c_out: int, k: int) -> dict:
+    """One config for the interpreter, sized to the problem: its cost is per executed op, not
+    per element, so the biggest tiles numpy handles comfortably (few programs, few K steps)."""
+    return dict(BLOCK_M=max(64, min(1024, triton.next_power_of_2(m))),
+                BLOCK_N=max(16, min(256, triton.next_power_of_2(c_out))),
+                BLOCK_K=max(16, min(128, triton.next_power_of_2(k))))
+
+
+def launch(kernel, grid, args, k: int, meta: dict):
+    """Autotuned launch on a GPU; under the interpreter, the plain kernel with one config."""
+    if interpreter_on():
+        tiles = interpreter_tiles(args["M"], args["C_out"], k)
+        kernel.fn[grid](**args, **meta, **tiles)
+    else:
+        kernel[grid](**args, **meta)
+
+
+@triton.jit
+def conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW,
+                  y_ptr, syn, syc, syh, syw, bias_ptr, psum_ptr, pm2_ptr,
+                  HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
+                  STAT_R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Shared by the conv kernels: bias/ReLU or BN partial statistics, then the strided store."""
+    m_ok = offs_m < M
+    n_ok = offs_n < C_out
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        acc = acc + bias[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    if STATS:
+        # Per group of STAT_R rows: sum and M2 = sum of squared deviations from the group mean.
+        G: tl.constexpr = BLOCK_M // STAT_R
+        valid = m_ok.to(tl.float32)
+        acc3 = tl.reshape(acc * valid[:, None], (G, STAT_R, BLOCK_N))
+        valid3 = tl.reshape(valid, (G, STAT_R))
+        cnt = tl.sum(valid3, axis=1)
+        gsum = tl.sum(acc3, axis=1)
+        gmean = gsum / tl.maximum(cnt, 1.0)[:, None]
+        dev = (acc3 - gmean[:, None, :]) * valid3[:, :, None]
+        gm2 = tl.sum(dev * dev, axis=1)
+        rows = pid_m * G + tl.arange(0, G)
+        n_groups = tl.cdiv(M, STAT_R)
+        p_off = rows[:, None].to(tl.int64) * C_out + offs_n[None, :]
+        p_mask = (rows < n_groups)[:, None] & n_ok[None, :]
+        tl.store(psum_ptr + p_off, gsum, mask=p_mask)
+        tl.store(pm2_ptr + p_off, gm2, mask=p_mask)
+    ohw = OH * OW
+    n_idx = (offs_m // ohw).to(tl.int64)
+    rem = offs_m % ohw
+    oh = rem // OW
+    ow = rem % OW
+    y_row = n_idx * syn + oh * syh + ow * syw
+    y_ptrs = y_ptr + y_row[:, None] + offs_n[None, :] * syc
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.autotune(configs=conv_configs(), key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "KH", "KW",
+                                              "SH", "SW", "PH", "PW", "FLAT_K", "HAS_BIAS", "RELU",
+                                              "STATS"],
+                 prune_configs_by={"early_config_prune": prune_configs})
+@triton.jit
+def _conv2d_fwd_kernel(
+        x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr,
+        N, H, W, C_in, OH, OW, C_out, M,
+        sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+        KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+        PH: tl.constexpr, PW: tl.constexpr, FLAT_K: tl.constexpr,
+        HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr, IEEE: tl.constexpr,
+        STAT_R: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Generic implicit-GEMM conv: any kh x kw, stride, padding. Weight packed as
+    [kh, kw, C_in, C_out] (w[k, co], k = (r*KW + s)*C_in + c). 1-D grid over (M tiles x N tiles),
+    N fastest so consecutive programs reuse the same input tile from L2.
+    FLAT_K: reduce over the flattened (r, s, c) with per-element index math (for tiny C_in such
+    as the RGB stem, where a per-tap channel block would be mostly padding)."""
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(C_out, BLOCK_N)
+    pid_m = pid // num_n
+    pid_n = pid % num_n
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    m_ok = offs_m < M
+    n_ok = offs_n < C_out
+    ohw = OH * OW
+    n_idx = offs_m // ohw
+    rem = offs_m % ohw
+    ih0 = (rem // OW) * SH - PH
+    iw0 = (rem % OW) * SW - PW
+    x_row = n_idx.to(tl.int64) * sxn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if FLAT_K:
+        K = KH * KW * C_in
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + offs_k
+            c = k % C_in
+            rs = k // C_in
+            ih = ih0[:, None] + (rs // KW)[None, :]
+            iw = iw0[:, None] + (rs % KW)[None, :]
+            a_mask = (m_ok[:, None] & (k < K)[None, :] & (ih >= 0) & (ih < H)
+                      & (iw >= 0) & (iw < W))
+            a = tl.load(x_ptr + x_row[:, None] + ih * sxh + iw * sxw + (c * sxc)[None, :],
+                        mask=a_mask, other=0.0)
+            b = tl.load(w_ptr + k[:, None] * C_out + offs_n[None, :],
+                        mask=(k < K)[:, None] & n_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(a, b, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc)
+    else:
+        for r in tl.static_range(KH):
+            ih = ih0 + r
+            h_ok = m_ok & (ih >= 0) & (ih < H)
+            for s in tl.static_range(KW):
+                iw = iw0 + s
+                row_ok = h_ok & (iw >= 0) & (iw < W)
+                a_ptrs = x_ptr + (x_row + ih * sxh + iw * sxw)[:, None] + (offs_k * sxc)[None, :]
+                b_ptrs = w_ptr + ((r * KW + s) * C_in + offs_k)[:, None] * C_out + offs_n[None, :]
+                for c0 in range(0, C_in, BLOCK_K):
+                    k_ok = (c0 + offs_k) < C_in
+                    a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                    b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+                    if IEEE:
+                        acc = tl.dot(a, b, acc, input_precision="ieee")
+                    else:
+                        acc = tl.dot(a, b, acc)
+                    a_ptrs += BLOCK_K * sxc
+                    b_ptrs += BLOCK_K * C_out
+    conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
+                  bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
+
+
+# --------------------------------------------------------------------------- launch helpers
+
+def out_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def pack_weight(weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(C_out, C_in, kh, kw) -> contiguous [kh*kw*C_in, C_out] (the GEMM's K x N operand)."""
+    co, ci, kh, kw = weight.shape
+    w = weight.detach().permute(2, 3, 1, 0).reshape(kh * kw * ci, co)
+    return w.to(dtype or weight.dtype).contiguous()
+
+
+def use_ieee(dtype: torch.dtype) -> bool:
+    """fp32 dots in full precision unless torch itself allows TF32 for convolutions (cuDNN
+    default), so that backend="triton" matches what the reference computes."""
+    return dtype == torch.float32 and not torch.backends.cudnn.allow_tf32
+
+
+def _check(x, weight, packed, stride, padding, bias, out):
+    if x.dim() != 4:
+        raise ValueError(f"conv2d_fwd: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"conv2d_fwd: x dtype must be float32/float16/bfloat16, got {x.dtype}")
+    if weight.dim() != 4:
+        raise ValueError(f"conv2d_fwd: weight must be 4-D (C_out, C_in, kh, kw), got {tuple(weight.shape)}")
+    if weight.shape[1] != x.shape[1]:
+        raise ValueError(f"conv2d_fwd: x has {x.shape[1]} channels, the weight expects {weight.shape[1]}")
+    if weight.device != x.device:
+        raise ValueError(f"conv2d_fwd: x is on {x.device}, the weight on {weight.device}")
+    co, ci, kh, kw = weight.shape
+    if packed is not None and (tuple(packed.shape) != (kh * kw * ci, co) or not packed.is_contiguous()
+                               or packed.dtype != x.dtype or packed.device != x.device):
+        raise ValueError(f"conv2d_fwd: packed weight must be a contiguous {x.dtype} "
+                         f"[{kh * kw * ci}, {co}] tensor on {x.device}")
+    if len(stride) != 2 or len(padding) != 2 or min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d_fwd: bad stride {stride} / padding {padding}")
+    oh = out_size(x.shape[2], kh, stride[0], padding[0])
+    ow = out_size(x.shape[3], kw, stride[1], padding[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d_fwd: input {tuple(x.shape[2:])} is smaller than the kernel "
+                         f"{(kh, kw)} with padding {tuple(padding)}")
+    if bias is not None and (bias.shape != (co,) or bias.device != x.device):
+        raise ValueError(f"conv2d_fwd: bias must be a [{co}] tensor on {x.device}")
+    if out is not None:
+        want = (x.shape[0], co, oh, ow)
+        if tuple(out.shape) != want:
+            raise ValueError(f"conv2d_fwd: out has shape {tuple(out.shape)}, expected {want}")
+        if out.dtype != x.dtype or out.device != x.device:
+            raise ValueError(f"conv2d_fwd: out must be {x.dtype} on {x.device}, got {out.dtype} on {out.device}")
+    return oh, ow
+
+
+def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=(0, 0),
+               bias: torch.Tensor | None = None, relu: bool = False, stats: bool = False,
+               out: torch.Tensor | None = None, packed: torch.Tensor | None = None):
+    """y = [relu](conv2d(x, weight, stride, padding) [+ bias]).
+
+    x: (N, C_in, H, W), any strides (channels_last is the fast layout); fp32/fp16/bf16.
+    weight: (C_out, C_in, kh, kw); `packed` optionally gives pack_weight(weight, x.dtype)
+      (callers cache it). bias: fp32 [C_out] or None.
+    out: optional (N, C_out, OH, OW) view to write into (e.g. out_full[:, off:off + C_out]);
+      otherwise a new channels_last tensor of x's dtype.
+    stats: also return per-channel partials (psum, pm2), float32 [ceil(M / STAT_ROWS), C_out]:
+      sum and centered sum of squares of the fp32 conv output per group of STAT_ROWS rows
+      (rows m = (n, oh, ow)); see kernels/bn_train.py. Returns (y, psum, pm2), else y.
+    1xn / nx1 filters go to the specialized kernel in conv2d_asym.py.
+    """
+    stride, padding = tuple(stride), tuple(padding)
+    oh, ow = _check(x, weight, packed, stride, padding, bias, out)
+    n, ci, h, w = x.shape
+    co, _, kh, kw = weight.shape
+    if packed is None:
+        packed = pack_weight(weight, x.dtype)
+    if out is None:
+        out = torch.empty((n, co, oh, ow), device=x.device, dtype=x.dtype,
+                          memory_format=torch.channels_last)
+    m = n * oh * ow
+    if stats:
+        groups = triton.cdiv(m, STAT_ROWS)
+        psum = torch.empty((groups, co), device=x.device, dtype=torch.float32)
+        pm2 = torch.empty((groups, co), device=x.device, dtype=torch.float32)
+    else:
+        psum = pm2 = out  # unused (dead code under STATS=False)
+    bias_arg = bias if bias is not None else out
+    if m == 0 or co == 0:
+        return (out, psum, pm2) if stats else out
+    names = ("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "psum_ptr", "pm2_ptr", "N", "H", "W", "C_in",
+             "OH", "OW", "C_out", "M", "sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw")
+    args = dict(zip(names, (x, packed, out, bias_arg, psum, pm2, n, h, w, ci, oh, ow, co, m,
+                            *x.stride(), *out.stride())))
+    flags = dict(HAS_BIAS=bias is not None, RELU=relu, STATS=stats, IEEE=use_ieee(x.dtype),
+                 STAT_R=STAT_ROWS)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(co, meta["BLOCK_N"]),)
+    from .conv2d_asym import asym_taps, launch_asym
+
+    if asym_taps(kh, kw) and ci >= 8:
+        launch_asym(grid, args, kh, kw, stride, padding, flags)
+    else:
+        flat = ci < 16
+        launch(_conv2d_fwd_kernel, grid, args, kh * kw * ci if flat else ci,
+               dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
+                    FLAT_K=flat, **flags))
+    return (out, psum, pm2) if stats else out

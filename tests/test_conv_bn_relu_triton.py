@@ -1,0 +1,462 @@
+"""backend="triton" conv+BN+ReLU (inception_fast/ops/conv_bn_relu_triton.py) vs the torch
+reference: forward, gradients (input, conv weight, BN weight/bias), running stats and
+num_batches_tracked, in train and eval, on every distinct conv of the Inception-v3 layer table
+at shrunk spatial size, odd shapes, out-slice writes, bad input, and the whole model."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast import inception_v3
+from inception_fast.backends import why_unavailable
+from inception_fast.nn import ConvBNReLU
+from inception_fast.ops import conv_bn_relu
+from inception_fast.ops import conv_bn_relu_triton as cbr_triton
+
+pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
+                                reason=f"triton backend unavailable: {why_unavailable('triton')}")
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+# Every distinct (C_in, C_out, kernel, stride, padding) of /work/shared/inception_v3_layers.md
+# (44 of the 96 convs), with the layer's input size shrunk to (H, W), W != H where possible.
+LAYERS = [
+    pytest.param(3, 32, (3, 3), 2, (0, 0), (11, 10), id="Conv2d_1a_3x3"),
+    pytest.param(32, 32, (3, 3), 1, (0, 0), (9, 8), id="Conv2d_2a_3x3"),
+    pytest.param(32, 64, (3, 3), 1, (1, 1), (9, 8), id="Conv2d_2b_3x3"),
+    pytest.param(64, 80, (1, 1), 1, (0, 0), (7, 6), id="Conv2d_3b_1x1"),
+    pytest.param(80, 192, (3, 3), 1, (0, 0), (7, 6), id="Conv2d_4a_3x3"),
+    pytest.param(192, 64, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5b.branch1x1"),
+    pytest.param(192, 48, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5b.branch5x5_1"),
+    pytest.param(48, 64, (5, 5), 1, (2, 2), (7, 6), id="Mixed_5b.branch5x5_2"),
+    pytest.param(64, 96, (3, 3), 1, (1, 1), (7, 6), id="Mixed_5b.branch3x3dbl_2"),
+    pytest.param(96, 96, (3, 3), 1, (1, 1), (7, 6), id="Mixed_5b.branch3x3dbl_3"),
+    pytest.param(192, 32, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5b.branch_pool"),
+    pytest.param(256, 64, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5c.branch1x1"),
+    pytest.param(256, 48, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5c.branch5x5_1"),
+    pytest.param(288, 64, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5d.branch1x1"),
+    pytest.param(288, 48, (1, 1), 1, (0, 0), (7, 6), id="Mixed_5d.branch5x5_1"),
+    pytest.param(288, 384, (3, 3), 2, (0, 0), (9, 8), id="Mixed_6a.branch3x3"),
+    pytest.param(96, 96, (3, 3), 2, (0, 0), (9, 8), id="Mixed_6a.branch3x3dbl_3"),
+    pytest.param(768, 192, (1, 1), 1, (0, 0), (7, 6), id="Mixed_6b.branch1x1"),
+    pytest.param(768, 128, (1, 1), 1, (0, 0), (7, 6), id="Mixed_6b.branch7x7_1"),
+    pytest.param(128, 128, (1, 7), 1, (0, 3), (6, 7), id="Mixed_6b.branch7x7_2"),
+    pytest.param(128, 192, (7, 1), 1, (3, 0), (7, 6), id="Mixed_6b.branch7x7_3"),
+    pytest.param(128, 128, (7, 1), 1, (3, 0), (7, 6), id="Mixed_6b.branch7x7dbl_2"),
+    pytest.param(128, 192, (1, 7), 1, (0, 3), (6, 7), id="Mixed_6b.branch7x7dbl_5"),
+    pytest.param(768, 160, (1, 1), 1, (0, 0), (7, 6), id="Mixed_6c.branch7x7_1"),
+    pytest.param(160, 160, (1, 7), 1, (0, 3), (6, 7), id="Mixed_6c.branch7x7_2"),
+    pytest.param(160, 192, (7, 1), 1, (3, 0), (7, 6), id="Mixed_6c.branch7x7_3"),
+    pytest.param(160, 160, (7, 1), 1, (3, 0), (7, 6), id="Mixed_6c.branch7x7dbl_2"),
+    pytest.param(160, 192, (1, 7), 1, (0, 3), (6, 7), id="Mixed_6c.branch7x7dbl_5"),
+    pytest.param(192, 192, (1, 7), 1, (0, 3), (6, 7), id="Mixed_6e.branch7x7_2"),
+    pytest.param(192, 192, (7, 1), 1, (3, 0), (7, 6), id="Mixed_6e.branch7x7_3"),
+    pytest.param(128, 768, (5, 5), 1, (0, 0), (5, 5), id="AuxLogits.conv1"),
+    pytest.param(192, 320, (3, 3), 2, (0, 0), (7, 8), id="Mixed_7a.branch3x3_2"),
+    pytest.param(192, 192, (3, 3), 2, (0, 0), (7, 8), id="Mixed_7a.branch7x7x3_4"),
+    pytest.param(1280, 320, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7b.branch1x1"),
+    pytest.param(1280, 384, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7b.branch3x3_1"),
+    pytest.param(384, 384, (1, 3), 1, (0, 1), (5, 4), id="Mixed_7b.branch3x3_2a"),
+    pytest.param(384, 384, (3, 1), 1, (1, 0), (5, 4), id="Mixed_7b.branch3x3_2b"),
+    pytest.param(1280, 448, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7b.branch3x3dbl_1"),
+    pytest.param(448, 384, (3, 3), 1, (1, 1), (5, 4), id="Mixed_7b.branch3x3dbl_2"),
+    pytest.param(1280, 192, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7b.branch_pool"),
+    pytest.param(2048, 320, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7c.branch1x1"),
+    pytest.param(2048, 384, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7c.branch3x3_1"),
+    pytest.param(2048, 448, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7c.branch3x3dbl_1"),
+    pytest.param(2048, 192, (1, 1), 1, (0, 0), (5, 4), id="Mixed_7c.branch_pool"),
+]
+
+
+# Interpreter time grows with C_in * C_out * kh * kw (mostly in the backward kernels): above
+# this budget both channel counts shrink by the same factor (kernel, stride, padding, spatial
+# size and the non-multiple-of-16 channel counts stay). Measured: ~25 s per 1e6 on 2 CPU cores.
+CHANNEL_BUDGET = 150_000
+
+
+def shrink_channels(ci, co, k):
+    f = min(1.0, (CHANNEL_BUDGET / (ci * co * k[0] * k[1])) ** 0.5)
+    return max(3, round(ci * f)), max(3, round(co * f))
+
+
+def rel_err(a, b):
+    """max |a - b| relative to max |b| (elementwise relative error is meaningless near 0)."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_close(a, b, what, tol=1e-4):
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    err = rel_err(a, b)
+    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
+
+
+def make_pair(ci, co, k, s, p, dtype=torch.float32, seed=0):
+    """A reference module (backend torch) and an identical copy on backend triton, with
+    non-trivial BN parameters and running stats."""
+    torch.manual_seed(seed)
+    ref = ConvBNReLU(ci, co, k, stride=s, padding=p, backend="torch")
+    with torch.no_grad():
+        ref.conv.weight.normal_(0, (ci * ref.conv.weight[0, 0].numel()) ** -0.5)
+        ref.bn.weight.uniform_(0.5, 1.5)
+        ref.bn.bias.uniform_(-0.5, 0.5)
+        ref.bn.running_mean.uniform_(-0.3, 0.3)
+        ref.bn.running_var.uniform_(0.5, 2.0)
+    ref = ref.to(DEV, dtype)
+    tri = copy.deepcopy(ref)
+    tri.backend = "triton"
+    return ref, tri
+
+
+def run_step(m, x, grad_out):
+    """Forward + backward; returns everything that must match the reference."""
+    m.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(True)
+    y = m(x)
+    y.backward(grad_out)
+    return dict(y=y.detach(), grad_x=x.grad, grad_w=m.conv.weight.grad,
+                grad_gamma=m.bn.weight.grad, grad_beta=m.bn.bias.grad,
+                running_mean=m.bn.running_mean.clone(), running_var=m.bn.running_var.clone(),
+                num_batches_tracked=m.bn.num_batches_tracked.clone())
+
+
+def tie_free(g, ref, x, training):
+    """Zero the upstream gradient where the pre-ReLU value is within 1e-4 of 0 (from an fp64
+    evaluation): there the ReLU mask may flip between two correct fp32 computations, and one
+    flipped element would dominate the gradient comparison."""
+    m = ref
+    with torch.no_grad():
+        z = F.batch_norm(F.conv2d(x.double(), m.conv.weight.double(), None, m.conv.stride,
+                                  m.conv.padding),
+                         m.bn.running_mean.double(), m.bn.running_var.double(),
+                         m.bn.weight.double(), m.bn.bias.double(), training, 0.0, m.bn.eps)
+    return torch.where(z.abs() < 1e-4, torch.zeros_like(g), g)
+
+
+def compare_module(ref, tri, x, tol=1e-4):
+    """Train step, eval step with grad, eval without grad: all vs the reference."""
+    c = ref.conv
+    oh, ow = ((x.shape[2 + i] + 2 * c.padding[i] - c.kernel_size[i]) // c.stride[i] + 1
+              for i in (0, 1))
+    for mode in ("train", "eval"):
+        ref.train(mode == "train"), tri.train(mode == "train")
+        g = torch.randn(x.shape[0], c.out_channels, oh, ow, device=x.device, dtype=x.dtype)
+        g = tie_free(g, ref, x, mode == "train")
+        a, b = run_step(tri, x, g), run_step(ref, x, g)
+        for k in a:
+            if k == "num_batches_tracked":
+                assert torch.equal(a[k], b[k]), f"{mode} {k}"
+            else:
+                assert_close(a[k], b[k], f"{mode} {k}", tol)
+    with torch.no_grad():  # eval, no grad: the folded-BN path
+        ref.eval(), tri.eval()
+        assert_close(tri(x), ref(x), "eval no-grad y", tol)
+
+
+@pytest.mark.parametrize("ci,co,k,s,p,hw", LAYERS)
+def test_layer_table(ci, co, k, s, p, hw):
+    ci, co = shrink_channels(ci, co, k)
+    ref, tri = make_pair(ci, co, k, s, p)
+    x = torch.randn(2, ci, *hw, device=DEV).to(memory_format=torch.channels_last)
+    compare_module(ref, tri, x)
+
+
+@pytest.mark.parametrize("ci,co,k,s,p,shape,layout", [
+    (3, 5, (3, 3), 2, (0, 0), (3, 11, 9), "nchw"),
+    (13, 37, (3, 3), 1, (1, 1), (1, 7, 5), "channels_last"),
+    (13, 5, (1, 7), 1, (0, 3), (3, 5, 9), "sliced"),
+    (37, 13, (7, 1), 1, (3, 0), (1, 9, 5), "permuted"),
+    (3, 37, (5, 5), 1, (2, 2), (3, 7, 7), "sliced"),
+    (13, 37, (1, 1), 2, (0, 0), (3, 9, 7), "channels_last"),
+    (13, 5, (1, 3), 1, (0, 1), (1, 5, 5), "nchw"),
+    (5, 13, (3, 1), 2, (1, 0), (3, 9, 7), "permuted"),
+])
+def test_odd_shapes_and_layouts(ci, co, k, s, p, shape, layout):
+    n, h, w = shape
+    ref, tri = make_pair(ci, co, k, s, p, seed=1)
+    if layout == "sliced":  # a non-contiguous channel/width slice of a bigger tensor
+        x = torch.randn(n, ci + 4, h, w + 3, device=DEV)[:, 2:2 + ci, :, 1:1 + w]
+    elif layout == "permuted":  # (N, C, W, H) storage, transposed view
+        x = torch.randn(n, ci, w, h, device=DEV).transpose(2, 3)
+    elif layout == "channels_last":
+        x = torch.randn(n, ci, h, w, device=DEV).to(memory_format=torch.channels_last)
+    else:
+        x = torch.randn(n, ci, h, w, device=DEV)
+    assert layout not in ("sliced", "permuted") or not x.is_contiguous()
+    compare_module(ref, tri, x)
+
+
+def test_momentum_none_and_repeated_steps():
+    """Cumulative average (momentum=None: factor 1/num_batches_tracked) over three steps."""
+    ref, tri = make_pair(13, 37, (3, 3), 1, (1, 1))
+    ref.bn.momentum = tri.bn.momentum = None
+    for step in range(3):
+        x = torch.randn(2, 13, 6, 5, device=DEV) + step
+        ref.train(), tri.train()
+        with torch.no_grad():
+            a, b = tri(x), ref(x)
+        assert_close(a, b, f"step {step} y")
+    assert torch.equal(tri.bn.num_batches_tracked, ref.bn.num_batches_tracked)
+    assert_close(tri.bn.running_mean, ref.bn.running_mean, "running_mean")
+    assert_close(tri.bn.running_var, ref.bn.running_var, "running_var")
+
+
+def test_batch_stats_with_large_mean_are_accurate():
+    """Conv outputs with |mean| >> std: the batch variance must not cancel (checked against an
+    fp64 reference, tighter than the fp32 reference itself needs)."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 8, 9, 9, device=DEV) * 0.05 + 20.0  # |mean| / std of y ~ 400
+    w = torch.randn(16, 8, 1, 1, device=DEV)
+    rm, rv = torch.zeros(16, device=DEV), torch.ones(16, device=DEV)
+    y = conv_bn_relu(x, w, None, None, rm, rv, training=True, momentum=1.0, backend="triton")
+    y64 = F.conv2d(x.double(), w.double())
+    var64 = y64.var(dim=(0, 2, 3), unbiased=True)
+    assert_close(rv, var64, "running_var (unbiased) vs fp64")  # E[y^2]-E[y]^2: ~1e-2 off
+    assert_close(rm, y64.mean(dim=(0, 2, 3)), "running_mean vs fp64", 1e-6)
+    ref = F.relu(F.batch_norm(y64, None, None, training=True, eps=1e-3))
+    assert_close(y, ref, "normalized output vs fp64")
+
+
+def test_track_running_stats_false_and_no_affine():
+    """No running stats (batch stats in eval too) and BN without weight/bias."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 5, 7, 6, device=DEV, requires_grad=True)
+    w = torch.randn(13, 5, 3, 3, device=DEV, requires_grad=True)
+    outs = []
+    for backend in ("triton", "torch"):
+        xx = x.detach().clone().requires_grad_(True)
+        ww = w.detach().clone().requires_grad_(True)
+        y = conv_bn_relu(xx, ww, None, None, None, None, padding=(1, 1), training=True,
+                         backend=backend)
+        y.square().sum().backward()
+        outs.append((y, xx.grad, ww.grad))
+    for name, a, b in zip(("y", "grad_x", "grad_w"), *outs):
+        assert_close(a, b, name)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_out_slice(training, grad, channels_last):
+    """Writes only out[:, off:off+C_out]; returns that view; gradients flow through `out`."""
+    torch.manual_seed(5)
+    ci, co, off, total = 6, 5, 3, 13
+    x = torch.randn(2, ci, 7, 6, device=DEV)
+    w = torch.randn(co, ci, 3, 3, device=DEV) * 0.3
+    gamma, beta = torch.rand(co, device=DEV) + 0.5, torch.randn(co, device=DEV) * 0.2
+    results = []
+    for backend in ("triton", "torch"):
+        rm, rv = torch.zeros(co, device=DEV), torch.ones(co, device=DEV) * 1.5
+        params = [t.clone().requires_grad_(grad) for t in (x, w, gamma, beta)]
+        out = torch.full((2, total, 5, 4), 7.0, device=DEV)
+        if channels_last:
+            out = out.to(memory_format=torch.channels_last)
+        sentinel = out.clone()
+        with torch.set_grad_enabled(grad):
+            view = conv_bn_relu(params[0], params[1], params[2], params[3], rm, rv,
+                                training=training, out=out, out_offset=off, backend=backend)
+            assert view.shape == (2, co, 5, 4)
+            assert view.data_ptr() == out[:, off:].data_ptr()
+            rest = torch.cat([out[:, :off], out[:, off + co:]], 1)
+            assert torch.equal(rest, torch.cat([sentinel[:, :off], sentinel[:, off + co:]], 1))
+            if grad:
+                (out * torch.arange(out.numel(), device=DEV).reshape(out.shape).sin()).sum().backward()
+        results.append([out.detach(), rm, rv] + ([p.grad for p in params] if grad else []))
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_close(a, b, f"item {i}")
+
+
+def test_two_writers_share_one_out_with_grad():
+    """Two convs write disjoint slices of one output (a copy-free concat); backward matches."""
+    torch.manual_seed(6)
+    results = []
+    for backend in ("triton", "torch"):
+        torch.manual_seed(6)
+        x = torch.randn(2, 4, 6, 6, device=DEV, requires_grad=True)
+        ws = [torch.randn(c, 4, k, k, device=DEV, requires_grad=True) for c, k in ((3, 1), (5, 3))]
+        out = torch.empty(2, 8, 6, 6, device=DEV).to(memory_format=torch.channels_last)
+        conv_bn_relu(x, ws[0], None, None, None, None, training=True, out=out, out_offset=0,
+                     backend=backend)
+        conv_bn_relu(x, ws[1], None, None, None, None, padding=(1, 1), training=True, out=out,
+                     out_offset=3, backend=backend)
+        (out * torch.linspace(-1, 1, out.numel(), device=DEV).reshape(out.shape)).sum().backward()
+        results.append((out.detach(), x.grad, ws[0].grad, ws[1].grad))
+    for name, a, b in zip(("out", "grad_x", "grad_w0", "grad_w1"), *results):
+        assert_close(a, b, name)
+
+
+def test_fold_cache_follows_parameter_changes():
+    """Eval without grad uses a cached folded weight, recomputed when any input changes,
+    including running stats written by a Triton training step."""
+    ref, tri = make_pair(8, 12, (3, 3), 1, (1, 1))
+    x = torch.randn(2, 8, 6, 5, device=DEV)
+    ref.eval(), tri.eval()
+    with torch.no_grad():
+        assert_close(tri(x), ref(x), "first")
+        packed = cbr_triton._FOLD_CACHE[tri.conv.weight][1][0]
+        tri(x)
+        assert cbr_triton._FOLD_CACHE[tri.conv.weight][1][0] is packed  # cache hit
+        for m in (ref, tri):
+            m.bn.weight.mul_(1.5)
+            m.bn.running_var.add_(0.5)
+        assert_close(tri(x), ref(x), "after in-place BN changes")
+        for m in (ref, tri):
+            m.conv.weight.neg_()
+        assert_close(tri(x), ref(x), "after in-place weight change")
+        ref.train(), tri.train()
+        assert_close(tri(x), ref(x), "train step")
+        ref.eval(), tri.eval()
+        assert_close(tri(x), ref(x), "eval after train step updated running stats")
+        tri.load_state_dict(ref.state_dict())
+        assert_close(tri(x), ref(x), "after load_state_dict")
+
+
+def _args(ci=4, co=6, k=3):
+    x = torch.randn(2, ci, 6, 6, device=DEV)
+    w = torch.randn(co, ci, k, k, device=DEV)
+    bn = [torch.ones(co, device=DEV), torch.zeros(co, device=DEV), torch.zeros(co, device=DEV),
+          torch.ones(co, device=DEV)]
+    return x, w, bn
+
+
+@pytest.mark.parametrize("case,exc,match", [
+    ("rank", ValueError, "4-D"),
+    ("int_dtype", TypeError, "dtype"),
+    ("float64", TypeError, "float32, float16 or bfloat16"),
+    ("weight_dtype", TypeError, "weight dtype"),
+    ("channels", ValueError, "channels"),
+    ("device", ValueError, "meta"),
+    ("bn_shape", ValueError, "running_var"),
+    ("out_offset", ValueError, "does not fit"),
+    ("out_shape", ValueError, "expected"),
+    ("out_dtype", TypeError, "dtype"),
+    ("batch_of_one_value", ValueError, "more than 1 value"),
+])
+def test_bad_input_errors(case, exc, match):
+    x, w, bn = _args()
+    kw = dict(backend="triton")
+    if case == "rank":
+        x = x[0]
+    elif case == "int_dtype":
+        x = x.to(torch.int32)
+    elif case == "float64":
+        x, w = x.double(), w.double()
+    elif case == "weight_dtype":
+        w = w.half()
+    elif case == "channels":
+        w = torch.randn(6, 5, 3, 3, device=DEV)
+    elif case == "device":
+        w = w.to("meta")
+    elif case == "bn_shape":
+        bn[3] = torch.ones(7, device=DEV)
+    elif case == "out_offset":
+        kw.update(out=torch.zeros(2, 8, 4, 4, device=DEV), out_offset=3)
+    elif case == "out_shape":
+        kw.update(out=torch.zeros(2, 8, 5, 4, device=DEV))
+    elif case == "out_dtype":
+        kw.update(out=torch.zeros(2, 8, 4, 4, device=DEV, dtype=torch.float16))
+    elif case == "batch_of_one_value":
+        x = x[:1, :, :3, :3]
+        kw.update(training=True)
+    with pytest.raises(exc, match=match):
+        conv_bn_relu(x, w, *bn, **kw)
+
+
+def test_direct_call_checks_out_slice():
+    """conv_bn_relu_triton is callable without the checked entry point: it checks too."""
+    x, w, bn = _args()
+    with pytest.raises(ValueError, match="channel slice"):
+        cbr_triton.conv_bn_relu_triton(x, w, *bn, out=torch.zeros(2, 8, 4, 4, device=DEV),
+                                       out_offset=5)
+
+
+def _model_pair():
+    torch.manual_seed(0)
+    ref = inception_v3(backend="torch", input_size=79, num_classes=10)
+    with torch.no_grad():  # non-trivial BN buffers, so eval exercises the running stats
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    tri = copy.deepcopy(ref).set_backend("triton")
+    return ref.to(DEV), tri.to(DEV)
+
+
+@pytest.mark.slow  # ~19 min in the interpreter on 2 cores (every block's kernels, fwd + bwd)
+def test_inception_v3_eval_and_train_step_match_torch():
+    """The whole model (input_size=79, batch 2): eval logits, then one train step: logits,
+    aux logits, every parameter gradient and every BN buffer."""
+    ref, tri = _model_pair()
+    x = torch.randn(2, 3, 79, 79, device=DEV)
+    ref.eval(), tri.eval()
+    with torch.no_grad():
+        assert_close(tri(x), ref(x), "eval logits")
+    ref.train(), tri.train()
+    outs = []
+    for m in (tri, ref):
+        torch.manual_seed(1)  # same dropout mask
+        o = m(x)
+        (o.logits.square().mean() + 0.4 * o.aux_logits.square().mean()).backward()
+        outs.append(o)
+    assert_close(outs[0].logits, outs[1].logits, "train logits", 1e-3)
+    assert_close(outs[0].aux_logits, outs[1].aux_logits, "train aux logits", 1e-3)
+    pr = dict(ref.named_parameters())
+    for name, p in tri.named_parameters():
+        assert_close(p.grad, pr[name].grad, f"grad {name}", 1e-3)
+    br = dict(ref.named_buffers())
+    for name, b in tri.named_buffers():
+        if b.is_floating_point():
+            assert_close(b, br[name], name, 1e-3)
+        else:
+            assert torch.equal(b, br[name]), name
+
+
+# ----------------------------------------------------------------------------- GPU only
+
+
+def _fp64_oracle(ref, x):
+    """The reference module's output, computed in float64."""
+    m = copy.deepcopy(ref).double()
+    with torch.no_grad():
+        return m(x.double())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("ci,co,k,s,p,hw", [LAYERS[4], LAYERS[7], LAYERS[19], LAYERS[20],
+                                            LAYERS[15], LAYERS[37]])
+def test_half_precision_vs_fp64(dtype, training, ci, co, k, s, p, hw):
+    """Low precision: our error against an fp64 oracle must be of the order of torch's own
+    error in that dtype (both round the inputs; we accumulate in fp32 like cuDNN). Allowed:
+    2x torch's error plus one half-ulp of the dtype at the output scale."""
+    ref32, _ = make_pair(ci, co, k, s, p)
+    x32 = torch.randn(32, ci, *hw, device="cuda").to(memory_format=torch.channels_last)
+    ref, tri = copy.deepcopy(ref32).to(dtype), copy.deepcopy(ref32).to(dtype)
+    tri.backend = "triton"
+    oracle = copy.deepcopy(ref).double().train(training)
+    ref.train(training), tri.train(training)
+    x = x32.to(dtype)
+    with torch.no_grad():
+        want = oracle(x.double())
+        e_torch = rel_err(ref(x), want)
+        e_ours = rel_err(tri(x), want)
+    eps = torch.finfo(dtype).eps
+    assert e_ours <= 2 * e_torch + eps, f"ours {e_ours:.2e} vs torch {e_torch:.2e}"
+    if training:
+        assert_close(tri.bn.running_var.double(), oracle.bn.running_var, "running_var",
+                     2 * rel_err(ref.bn.running_var, oracle.bn.running_var) + eps)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ci,co,k,s,p,hw", LAYERS[::4])
+def test_fp32_on_gpu_without_tf32(ci, co, k, s, p, hw):
+    """On a GPU with TF32 off (torch's fp32 conv exact-ish), we match at 1e-4 too."""
+    prev = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        ref, tri = make_pair(ci, co, k, s, p)
+        x = torch.randn(8, ci, *hw, device="cuda").to(memory_format=torch.channels_last)
+        compare_module(ref, tri, x)
+    finally:
+        torch.backends.cudnn.allow_tf32 = prev

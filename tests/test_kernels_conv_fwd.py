@@ -1,0 +1,207 @@
+"""The forward Triton kernels on their own: kernels/conv2d_fwd.py (generic implicit GEMM and its
+epilogues), kernels/conv2d_asym.py (1xn / nx1), kernels/bn_train.py (statistics finalize and
+the BN+ReLU apply), against torch."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inception_fast.backends import why_unavailable
+from inception_fast.kernels import conv2d_asym
+from inception_fast.kernels.bn_train import bn_finalize, bn_relu_apply
+from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, gpu_configs, pack_weight,
+                                             prune_configs)
+
+pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
+                                reason=f"triton backend unavailable: {why_unavailable('triton')}")
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def rows(y):
+    """(N, C, H, W) -> [N*H*W, C], rows in the kernels' (n, oh, ow) order."""
+    return y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32():
+    """On a GPU, compare fp32 against torch with TF32 off on both sides."""
+    prev = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = prev
+
+
+CONVS = [  # (N, C_in, H, W, C_out, kernel, stride, padding): generic, FLAT_K and asym paths
+    (2, 3, 11, 10, 32, (3, 3), (2, 2), (0, 0)),
+    (1, 13, 7, 9, 37, (3, 3), (1, 1), (1, 1)),
+    (3, 20, 6, 5, 5, (1, 1), (1, 1), (0, 0)),
+    (2, 24, 7, 7, 17, (5, 5), (1, 1), (2, 2)),
+    (2, 40, 9, 8, 24, (3, 3), (2, 2), (0, 0)),
+    (2, 24, 6, 7, 20, (1, 7), (1, 1), (0, 3)),
+    (2, 24, 7, 6, 20, (7, 1), (1, 1), (3, 0)),
+    (3, 16, 5, 4, 9, (1, 3), (1, 1), (0, 1)),
+    (1, 16, 5, 4, 9, (3, 1), (1, 1), (1, 0)),
+    (2, 5, 6, 7, 6, (1, 7), (1, 1), (0, 3)),  # asym shape, tiny C_in: generic FLAT_K path
+    (2, 16, 9, 7, 8, (3, 1), (2, 2), (1, 0)),  # asym with stride 2
+    (2, 8, 5, 5, 40, (5, 5), (1, 1), (0, 0)),  # 1x1 output
+]
+
+
+@pytest.mark.parametrize("n,ci,h,w,co,k,s,p", CONVS)
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_conv_plain_and_stats(n, ci, h, w, co, k, s, p, layout):
+    torch.manual_seed(0)
+    x = torch.randn(n, ci, h, w, device=DEV)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    wt = torch.randn(co, ci, *k, device=DEV)
+    ref = F.conv2d(x, wt, None, s, p)
+    y = conv2d_fwd(x, wt, stride=s, padding=p)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert rel_err(y, ref) < 1e-5
+    y2, psum, pm2 = conv2d_fwd(x, wt, stride=s, padding=p, stats=True)
+    assert rel_err(y2, ref) < 1e-5
+    r = rows(ref.double())
+    groups = -(-r.shape[0] // STAT_ROWS)
+    assert psum.shape == pm2.shape == (groups, co)
+    for g in range(groups):
+        blk = r[g * STAT_ROWS:(g + 1) * STAT_ROWS]
+        assert torch.allclose(psum[g].double(), blk.sum(0), rtol=1e-4, atol=1e-3)
+        m2 = (blk - blk.mean(0)).square().sum(0)
+        assert torch.allclose(pm2[g].double(), m2, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("n,ci,h,w,co,k,s,p", CONVS[::2])
+def test_conv_bias_relu_into_slice(n, ci, h, w, co, k, s, p):
+    """Eval epilogue: relu(conv + bias) stored into a channel slice; the rest is untouched."""
+    torch.manual_seed(1)
+    x = torch.randn(n, ci, h, w, device=DEV).to(memory_format=torch.channels_last)
+    wt = torch.randn(co, ci, *k, device=DEV)
+    b = torch.randn(co, device=DEV)
+    ref = F.relu(F.conv2d(x, wt, b, s, p))
+    full = torch.full((n, co + 7, *ref.shape[2:]), -3.0, device=DEV)
+    full = full.to(memory_format=torch.channels_last)
+    y = conv2d_fwd(x, wt, stride=s, padding=p, bias=b, relu=True, out=full[:, 4:4 + co],
+                   packed=pack_weight(wt))
+    assert y.data_ptr() == full[:, 4:].data_ptr()
+    assert rel_err(full[:, 4:4 + co], ref) < 1e-5
+    assert (full[:, :4] == -3).all() and (full[:, 4 + co:] == -3).all()
+
+
+def test_asym_filters_use_the_asym_kernel(monkeypatch):
+    calls = []
+    orig = conv2d_asym.launch_asym
+    monkeypatch.setattr(conv2d_asym, "launch_asym", lambda *a: (calls.append(a[2:4]), orig(*a)))
+    x = torch.randn(2, 16, 6, 6, device=DEV)
+    for k, p in (((1, 7), (0, 3)), ((7, 1), (3, 0)), ((3, 3), (1, 1))):
+        wt = torch.randn(8, 16, *k, device=DEV)
+        assert rel_err(conv2d_fwd(x, wt, padding=p), F.conv2d(x, wt, None, 1, p)) < 1e-5
+    assert calls == [(1, 7), (7, 1)]
+
+
+@pytest.mark.parametrize("count,c,offset", [(150, 5, 0.0), (11000, 3, 50.0), (40000, 2, 0.0)])
+def test_bn_finalize(count, c, offset):
+    """Partials from the conv epilogue -> mean, invstd, a, c and running stats as torch. The
+    large counts (over 256 groups) take the extra parallel merge passes."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 4, 1, count, device=DEV) + offset  # one row per output pixel
+    wt = torch.randn(c, 4, 1, 1, device=DEV)
+    y, psum, pm2 = conv2d_fwd(x, wt, stats=True)
+    y64 = rows(F.conv2d(x.double(), wt.double()))
+    gamma, beta = torch.rand(c, device=DEV) + 0.5, torch.randn(c, device=DEV)
+    rm, rv = torch.randn(c, device=DEV), torch.rand(c, device=DEV) + 0.5
+    rm0, rv0 = rm.clone(), rv.clone()
+    mean, invstd, a, cc = bn_finalize(psum, pm2, count, eps=1e-3, momentum=0.1, gamma=gamma,
+                                      beta=beta, running_mean=rm, running_var=rv)
+    m64, v64 = y64.mean(0), y64.var(0, unbiased=False)
+    assert rel_err(mean, m64) < 1e-5
+    assert rel_err(invstd, (v64 + 1e-3).rsqrt()) < 1e-4
+    assert rel_err(a, gamma * invstd) < 1e-6
+    assert rel_err(cc, beta - mean * a) < 1e-5
+    assert rel_err(rm, 0.9 * rm0 + 0.1 * m64) < 1e-5
+    assert rel_err(rv, 0.9 * rv0 + 0.1 * y64.var(0, unbiased=True)) < 1e-4
+
+
+def test_bn_finalize_errors():
+    p = torch.zeros(2, 3, device=DEV)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        bn_finalize(p[:1], p[:1], 1, eps=1e-3, momentum=0.1)
+    with pytest.raises(ValueError, match="do not cover"):
+        bn_finalize(p, p, 10, eps=1e-3, momentum=0.1)
+    with pytest.raises(ValueError, match="running_mean"):
+        bn_finalize(p, p, 40, eps=1e-3, momentum=0.1, running_mean=torch.zeros(4, device=DEV),
+                    running_var=torch.zeros(3, device=DEV))
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_bn_relu_apply_into_slice(relu):
+    torch.manual_seed(3)
+    y = torch.randn(3, 37, 5, 7, device=DEV).to(memory_format=torch.channels_last)
+    a, c = torch.randn(37, device=DEV), torch.randn(37, device=DEV)
+    ref = y * a[:, None, None] + c[:, None, None]
+    ref = F.relu(ref) if relu else ref
+    assert rel_err(bn_relu_apply(y, a, c, relu=relu), ref) < 1e-6
+    full = torch.zeros(3, 40, 5, 7, device=DEV)  # NCHW destination: strided stores
+    bn_relu_apply(y, a, c, out=full[:, 2:39], relu=relu)
+    assert rel_err(full[:, 2:39], ref) < 1e-6
+    assert (full[:, :2] == 0).all() and (full[:, 39:] == 0).all()
+
+
+@pytest.mark.parametrize("case,exc,match", [
+    ("rank", ValueError, "4-D"),
+    ("dtype", TypeError, "dtype"),
+    ("channels", ValueError, "channels"),
+    ("too_small", ValueError, "smaller than the kernel"),
+    ("out_shape", ValueError, "out has shape"),
+    ("packed", ValueError, "packed weight"),
+    ("bias", ValueError, "bias"),
+])
+def test_conv2d_fwd_errors(case, exc, match):
+    x = torch.randn(2, 4, 5, 5, device=DEV)
+    wt = torch.randn(6, 4, 3, 3, device=DEV)
+    kw = {}
+    if case == "rank":
+        x = x[0]
+    elif case == "dtype":
+        x, wt = x.double(), wt.double()
+    elif case == "channels":
+        wt = wt[:, :3]
+    elif case == "too_small":
+        x = x[:, :, :2]
+    elif case == "out_shape":
+        kw["out"] = torch.empty(2, 6, 4, 3, device=DEV)
+    elif case == "packed":
+        kw["packed"] = torch.empty(36, 5, device=DEV)
+    elif case == "bias":
+        kw["bias"] = torch.zeros(5, device=DEV)
+    with pytest.raises(exc, match=match):
+        conv2d_fwd(x, wt, **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,ci,h,w,co,k,s,p", CONVS)
+def test_conv_half_precision_vs_fp64(dtype, n, ci, h, w, co, k, s, p):
+    """Inputs rounded to dtype, fp32 accumulation: error vs the fp64 conv of the same rounded
+    inputs within 2x torch's own (cuDNN) error plus one output rounding."""
+    torch.manual_seed(4)
+    x = torch.randn(4 * n, ci, h, w, device=DEV).to(dtype).to(memory_format=torch.channels_last)
+    wt = torch.randn(co, ci, *k, device=DEV).to(dtype)
+    want = F.conv2d(x.double(), wt.double(), None, s, p)
+    e_torch = rel_err(F.conv2d(x, wt, None, s, p), want)
+    e_ours = rel_err(conv2d_fwd(x, wt, stride=s, padding=p), want)
+    assert e_ours <= 2 * e_torch + torch.finfo(dtype).eps
+
+
+def test_gpu_config_pruning_sees_keyword_arguments():
+    """The GPU autotuner passes keyword launch arguments in kwargs, not named_args."""
+    configs = gpu_configs()
+    kept = prune_configs(configs, {}, C_out=32, C_in=3, M=50)
+    assert kept and all(c.kwargs["BLOCK_N"] <= 32 and c.kwargs["BLOCK_K"] <= 32
+                        and c.kwargs["BLOCK_M"] <= 64 for c in kept)
+    assert len(prune_configs(configs, {"C_out": 768, "C_in": 2048, "M": 10 ** 6})) == len(configs)
+    assert all(c.kwargs["BLOCK_M"] % STAT_ROWS == 0 for c in configs)
