@@ -1,4 +1,5 @@
-from .inception_v3 import Inception3, InceptionOutputs, inception_v3
+from .base import InceptionOutputs
+from .inception_v3 import Inception3, inception_v3
 
 MODEL_NAMES = ("inception_v3", "inception_v3_paper")
 

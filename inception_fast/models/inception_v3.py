@@ -8,40 +8,26 @@ the same parameters and reach the same 35/17/8 grids from the smaller input.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import backends
 from ..nn import (ConvBNReLU, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD,
                   InceptionE)
-from .shapes import check_input_size
-
-# The same namedtuple shape as torchvision's (not imported: torchvision is optional at runtime).
-InceptionOutputs = namedtuple("InceptionOutputs", ["logits", "aux_logits"])
-InceptionOutputs.__annotations__ = {"logits": torch.Tensor, "aux_logits": torch.Tensor | None}
-
-VARIANTS = {
-    # input_size: (stride of Conv2d_1a_3x3, has maxpool1)
-    299: (2, True),
-    151: (1, True),
-    79: (1, False),
-}
+from .base import InceptionBase, stem_variant
 
 
-class Inception3(nn.Module):
+class Inception3(InceptionBase):
+    name = "inception_v3"
+
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True,
                  transform_input: bool = False, init_weights: bool = True, dropout: float = 0.5,
                  backend: str = "auto", input_size: int = 299):
         super().__init__()
-        if input_size not in VARIANTS:
-            raise ValueError(f"input_size must be one of {sorted(VARIANTS)} (the paper's variants), "
-                             f"got {input_size}")
-        stride1a, has_maxpool1 = VARIANTS[input_size]
+        stride1a, has_maxpool1 = stem_variant(input_size)
         backends.check(backend)
         self.aux_logits = aux_logits
         self.transform_input = transform_input
@@ -72,24 +58,6 @@ class Inception3(nn.Module):
         if init_weights:
             self._init_weights()
 
-    def _init_weights(self) -> None:
-        """torchvision's init: truncated normal (std 0.1, or the module's `stddev`), BN 1/0."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                stddev = float(m.stddev) if hasattr(m, "stddev") else 0.1
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=stddev, a=-2, b=2)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    def set_backend(self, backend: str) -> "Inception3":
-        """Switch every fused module to `backend` (checked here, resolved per call)."""
-        backends.check(backend)
-        for m in self.modules():
-            if isinstance(m, ConvBNReLU):
-                m.backend = backend
-        return self
-
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         if not self.transform_input:
             return x
@@ -98,18 +66,6 @@ class Inception3(nn.Module):
         x1 = torch.unsqueeze(x[:, 1], 1) * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
         x2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
         return torch.cat((x0, x1, x2), 1)
-
-    def _check_input(self, x: torch.Tensor) -> bool:
-        """Clear errors for bad input; returns whether the aux head runs on this call."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"inception_v3 expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"inception_v3 expects input of shape (N, 3, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"inception_v3 expects a floating-point input, got {x.dtype}")
-        aux = self.training and self.AuxLogits is not None
-        check_input_size(tuple(x.shape[2:]), self.input_size, aux)
-        return aux
 
     def forward(self, x: torch.Tensor):
         run_aux = self._check_input(x)
@@ -133,12 +89,7 @@ class Inception3(nn.Module):
         x = self.Mixed_7a(x)
         x = self.Mixed_7b(x)
         x = self.Mixed_7c(x)
-        x = self.avgpool(x)
-        x = self.dropout(x)
-        x = self.fc(torch.flatten(x, 1))
-        if self.training and self.aux_logits:
-            return InceptionOutputs(x, aux)
-        return x
+        return self._head(x, aux)
 
 
 def _load_weights(weights: Any) -> dict:

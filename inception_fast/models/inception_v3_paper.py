@@ -25,20 +25,18 @@ from torch import nn
 from .. import backends
 from ..nn import ConvBNReLU, InceptionE
 from ..nn.paper_blocks import InceptionAuxBN, InceptionFig5, InceptionFig6, InceptionReduction
-from .inception_v3 import VARIANTS, InceptionOutputs
-from .shapes import grid_sizes, min_input_size
+from .base import InceptionBase, stem_variant
 
 FIG6_WIDTHS = (128, 160, 160, 192, 192)  # inner widths of Mixed_6b..Mixed_6f
 
 
-class InceptionV3Paper(nn.Module):
+class InceptionV3Paper(InceptionBase):
+    name = "inception_v3_paper"
+
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.2,
                  backend: str = "auto", input_size: int = 299, init_weights: bool = True):
         super().__init__()
-        if input_size not in VARIANTS:
-            raise ValueError(f"input_size must be one of {sorted(VARIANTS)} (the paper's variants), "
-                             f"got {input_size}")
-        stride1a, has_maxpool1 = VARIANTS[input_size]
+        stride1a, has_maxpool1 = stem_variant(input_size)
         backends.check(backend)
         self.aux_logits = aux_logits
         self.input_size = input_size
@@ -67,54 +65,6 @@ class InceptionV3Paper(nn.Module):
         if init_weights:
             self._init_weights()
 
-    def _init_weights(self) -> None:
-        """As inception_v3 (torchvision's): truncated normal (std 0.1 or the module's
-        `stddev`), every BN (the aux head's BatchNorm1d too) weight 1, bias 0."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                stddev = float(m.stddev) if hasattr(m, "stddev") else 0.1
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=stddev, a=-2, b=2)
-            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    def set_backend(self, backend: str) -> "InceptionV3Paper":
-        """Switch every fused module to `backend` (checked here, resolved per call)."""
-        backends.check(backend)
-        for m in self.modules():
-            if isinstance(m, ConvBNReLU):
-                m.backend = backend
-        return self
-
-    def _check_input(self, x: torch.Tensor) -> bool:
-        """Clear errors for bad input; returns whether the aux head runs on this call."""
-        what = "inception_v3_paper"
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{what} expects input of shape (N, 3, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"{what} expects a floating-point input, got {x.dtype}")
-        h, w = x.shape[2], x.shape[3]
-        lo = min_input_size(self.input_size, False)
-        if h < lo or w < lo:
-            raise ValueError(f"input of {h}x{w} is too small for {what} (input_size="
-                             f"{self.input_size} variant): H and W must be at least {lo}")
-        aux = self.training and self.AuxLogits is not None
-        lo_aux = min_input_size(self.input_size, True)
-        if aux and (h < lo_aux or w < lo_aux):
-            raise ValueError(
-                f"input of {h}x{w} is too small for the auxiliary classifier in training: the "
-                f"input_size={self.input_size} variant needs at least {lo_aux}x{lo_aux} for it "
-                f"(pass aux_logits=False, or use a larger input or a low-resolution variant)")
-        if self.training and x.shape[0] == 1 and (aux or grid_sizes(min(h, w), self.input_size)
-                                                  ["grid8"] == 1):
-            # The aux head's FC batch norm, or a 1x1 grid, would see one value per channel.
-            raise ValueError(f"{what} in training needs a batch of at least 2 at {h}x{w}"
-                             f"{' with the aux head' if aux else ''} (batch norm statistics of "
-                             "one value per channel are undefined); got a batch of 1")
-        return aux
-
     def forward(self, x: torch.Tensor):
         run_aux = self._check_input(x)
         x = self.Conv2d_1a_3x3(x)
@@ -137,12 +87,7 @@ class InceptionV3Paper(nn.Module):
         x = self.Mixed_7a(x)
         x = self.Mixed_7b(x)
         x = self.Mixed_7c(x)
-        x = self.avgpool(x)
-        x = self.dropout(x)
-        x = self.fc(torch.flatten(x, 1))
-        if self.training and self.aux_logits:
-            return InceptionOutputs(x, aux)
-        return x
+        return self._head(x, aux)
 
 
 def inception_v3_paper(*, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.2,

@@ -36,11 +36,12 @@ def min_input_size(input_size: int = 299, aux: bool = False) -> int:
     return next(s for s in range(1, 4096) if _fits(s, input_size, aux))
 
 
-def check_input_size(hw: tuple[int, int], input_size: int = 299, aux: bool = False) -> None:
+def check_input_size(hw: tuple[int, int], input_size: int = 299, aux: bool = False,
+                     what: str = "inception_v3") -> None:
     h, w = hw
     lo = min_input_size(input_size, False)
     if h < lo or w < lo:
-        raise ValueError(f"input of {h}x{w} is too small for inception_v3 (input_size={input_size} "
+        raise ValueError(f"input of {h}x{w} is too small for {what} (input_size={input_size} "
                          f"variant): H and W must be at least {lo}")
     lo_aux = min_input_size(input_size, True)
     if aux and (h < lo_aux or w < lo_aux):

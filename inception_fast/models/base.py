@@ -1,0 +1,83 @@
+"""What both networks share: the section-9 stem variants, input checks, torchvision's init,
+backend switching and the classifier head."""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import torch
+from torch import nn
+
+from .. import backends
+from ..nn import ConvBNReLU
+from .shapes import check_input_size, grid_sizes
+
+# The same namedtuple shape as torchvision's (not imported: torchvision is optional at runtime).
+InceptionOutputs = namedtuple("InceptionOutputs", ["logits", "aux_logits"])
+InceptionOutputs.__annotations__ = {"logits": torch.Tensor, "aux_logits": torch.Tensor | None}
+
+VARIANTS = {
+    # input_size: (stride of Conv2d_1a_3x3, has maxpool1)
+    299: (2, True),
+    151: (1, True),
+    79: (1, False),
+}
+
+
+def stem_variant(input_size: int) -> tuple[int, bool]:
+    """(stride of the first conv, whether the first max-pool exists) for a section-9 variant."""
+    if input_size not in VARIANTS:
+        raise ValueError(f"input_size must be one of {sorted(VARIANTS)} (the paper's variants), "
+                         f"got {input_size}")
+    return VARIANTS[input_size]
+
+
+class InceptionBase(nn.Module):
+    """Subclasses set `name`, `input_size`, `aux_logits`, `AuxLogits`, `avgpool`, `dropout`, `fc`."""
+
+    name = "inception"
+
+    def _init_weights(self) -> None:
+        """torchvision's init: truncated normal (std 0.1, or the module's `stddev`), BN 1/0."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                stddev = float(m.stddev) if hasattr(m, "stddev") else 0.1
+                nn.init.trunc_normal_(m.weight, mean=0.0, std=stddev, a=-2, b=2)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def set_backend(self, backend: str):
+        """Switch every fused module to `backend` (checked here, resolved per call)."""
+        backends.check(backend)
+        for m in self.modules():
+            if isinstance(m, ConvBNReLU):
+                m.backend = backend
+        return self
+
+    def _check_input(self, x: torch.Tensor) -> bool:
+        """Clear errors for bad input; returns whether the aux head runs on this call."""
+        what = self.name
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"{what} expects input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{what} expects a floating-point input, got {x.dtype}")
+        h, w = x.shape[2], x.shape[3]
+        aux = self.training and self.AuxLogits is not None
+        check_input_size((h, w), self.input_size, aux, what=what)
+        if self.training and x.shape[0] == 1 and (
+                aux or grid_sizes(min(h, w), self.input_size)["grid8"] == 1):
+            # The aux head's 1x1 maps, or a 1x1 last grid, would give BN one value per channel.
+            raise ValueError(f"{what} in training needs a batch of at least 2 at {h}x{w}"
+                             f"{' with the aux head' if aux else ''} (batch norm statistics of "
+                             "one value per channel are undefined); got a batch of 1")
+        return aux
+
+    def _head(self, x: torch.Tensor, aux: torch.Tensor | None):
+        x = self.avgpool(x)
+        x = self.dropout(x)
+        x = self.fc(torch.flatten(x, 1))
+        if self.training and self.aux_logits:
+            return InceptionOutputs(x, aux)
+        return x
