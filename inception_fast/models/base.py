@@ -32,7 +32,8 @@ def stem_variant(input_size: int) -> tuple[int, bool]:
 
 
 class InceptionBase(nn.Module):
-    """Subclasses set `name`, `input_size`, `aux_logits`, `AuxLogits`, `avgpool`, `dropout`, `fc`."""
+    """Subclasses set `name`, `input_size`, `aux_logits` and the modules `AuxLogits`, `avgpool`,
+    `dropout`, `fc`."""
 
     name = "inception"
 
