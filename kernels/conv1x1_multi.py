@@ -18,10 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import interpreter_on, use_ieee
+from .conv2d_fwd import interpreter_on, interpreter_tiles, use_ieee
 
 
 def _configs():
+    """GPU autotune list; under the interpreter a placeholder (gemm1x1_routed then sizes one
+    config to the problem with interpreter_tiles)."""
     if interpreter_on():
         return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4)]
     shapes = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (128, 128, 64, 8, 3),
@@ -175,9 +177,13 @@ def gemm1x1_routed(x: torch.Tensor, packed: torch.Tensor, dests, sizes, *,
     if m == 0 or c_tot == 0:
         return
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_tot, meta["BLOCK_N"]),)
-    _gemm1x1_routed_kernel[grid](x, packed, bias if bias is not None else packed, m, c_in, c_tot,
-                                 h, w, *x.stride(), b[0], b[1], b[2], relu_end, *dargs,
-                                 HAS_BIAS=bias is not None, IEEE=use_ieee(x.dtype))
+    args = (x, packed, bias if bias is not None else packed, m, c_in, c_tot, h, w, *x.stride(),
+            b[0], b[1], b[2], relu_end, *dargs)
+    meta = dict(HAS_BIAS=bias is not None, IEEE=use_ieee(x.dtype))
+    if interpreter_on():  # few large programs (the interpreter never benchmarks)
+        _gemm1x1_routed_kernel.fn[grid](*args, **meta, **interpreter_tiles(m, c_tot, c_in))
+    else:
+        _gemm1x1_routed_kernel[grid](*args, **meta)
 
 
 def routed_apply(y: torch.Tensor, a: torch.Tensor, c: torch.Tensor, dests, sizes) -> None:

@@ -28,13 +28,30 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _configs(gpu_list, interp):
-    """The autotune list; a single small config in the interpreter, which does not benchmark."""
+def _configs(gpu_list):
+    """The GPU autotune list; under the interpreter (which never benchmarks) a placeholder,
+    since _launch then picks one config per problem with _interp_tiles."""
     if _INTERPRET:
-        bm, bn, bk = interp
-        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
             for bm, bn, bk, w, s in gpu_list]
+
+
+def _interp_tiles(m, n, k, max_m, max_n, max_k):
+    """One config for the interpreter, sized to the GEMM (m x n, reduction k): its cost is per
+    executed op plus per element, so few large programs (32^3 tiles made Mixed_5b's 1x1 dgrad
+    at 36x36 16x slower)."""
+    def fit(v, cap):
+        return max(16, min(cap, triton.next_power_of_2(v)))
+    return dict(BLOCK_M=fit(m, max_m), BLOCK_N=fit(n, max_n), BLOCK_K=fit(k, max_k))
+
+
+def _launch(kernel, grid, args, meta, tiles):
+    """Autotuned launch on a GPU; under the interpreter, the plain kernel with `tiles`."""
+    if _INTERPRET:
+        kernel.fn[grid](*args, **meta, **tiles)
+    else:
+        kernel[grid](*args, **meta)
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
@@ -48,7 +65,7 @@ _WGRAD_GPU = [
 ]
 
 
-@triton.autotune(configs=_configs(_DGRAD_GPU, (32, 32, 32)),
+@triton.autotune(configs=_configs(_DGRAD_GPU),
                  key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW"])
 @triton.jit
 def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
@@ -103,7 +120,7 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
              mask=m_ok[:, None] & n_ok[None, :])
 
 
-@triton.autotune(configs=_configs(_WGRAD_GPU, (32, 32, 64)),
+@triton.autotune(configs=_configs(_WGRAD_GPU),
                  key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW",
                       "K_PER_SPLIT"])
 @triton.jit
@@ -236,17 +253,19 @@ def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride
     def grid(meta):
         return (triton.cdiv(N * HP * WP, meta["BLOCK_M"]), triton.cdiv(C_in, meta["BLOCK_N"]), sh * sw)
 
-    _dgrad_kernel[grid](grad_y, w, grad_x, N, H, W, C_in, C_out, OH, OW, HP, WP,
-                        *grad_y.stride(), *grad_x.stride(),
-                        KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(grad_y.dtype))
+    _launch(_dgrad_kernel, grid,
+            (grad_y, w, grad_x, N, H, W, C_in, C_out, OH, OW, HP, WP, *grad_y.stride(),
+             *grad_x.stride()),
+            dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(grad_y.dtype)),
+            _interp_tiles(N * HP * WP, C_in, C_out, 2048, 256, 256))
     return grad_x
 
 
 def _split_k(k_total, tiles, device):
     """How many K chunks: enough programs to fill the GPU (~4 per SM) while each chunk keeps
     >= 1024 pixels so the partial buffers and their sum stay small next to the GEMM."""
-    if device.type != "cuda":
-        return max(1, min(triton.cdiv(k_total, 4096), 4))
+    if device.type != "cuda":  # the interpreter runs programs one by one: splits only add some
+        return 1
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     return max(1, min(triton.cdiv(4 * sms, tiles), triton.cdiv(k_total, 1024), 64))
 
@@ -297,7 +316,9 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
         ci_blocks = triton.cdiv(C_in, meta["BLOCK_N"])
         return (triton.cdiv(C_out, meta["BLOCK_M"]), KH * KW * ci_blocks, split_k)
 
-    _wgrad_kernel[grid](x, grad_y, part, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split,
-                        *x.stride(), *grad_y.stride(),
-                        KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype))
+    _launch(_wgrad_kernel, grid,
+            (x, grad_y, part, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split, *x.stride(),
+             *grad_y.stride()),
+            dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype)),
+            _interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024))
     return part[0] if split_k == 1 else part.sum(0)
