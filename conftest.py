@@ -1,8 +1,16 @@
 """Shared pytest setup for tests/ and bench/.
 
 Without a CUDA GPU, Triton kernels run on CPU tensors through Triton's interpreter, which must
-be switched on before triton is first imported: that is done here, first thing."""
+be switched on before triton is first imported: that is done here, first thing.
+
+The interpreter's tl.dot is a numpy matmul of one small tile (e.g. 64x1024 @ 1024x64). With
+numpy's OpenBLAS on its default thread count, two CPU-bound processes on two cores made each
+such call ~40 ms instead of ~0.1 ms (thread hand-off under contention): one BLAS thread, set
+before numpy loads (torch imports it), is a test-speed measure only (the same fp32 matmul)
+and the variable can still be overridden from the environment."""
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest
 import torch
@@ -10,6 +18,43 @@ import torch
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _interpreter_sum_pairwise():
+    """The interpreter's tl.sum is np.sum over the reduced axis; over a non-last axis numpy
+    adds the rows one after another, so summing 128 equal fp32 values is off by ~2e-6
+    relative, where the GPU's tree reduction (and numpy's pairwise sum along the contiguous
+    last axis) is off by ~1e-7. BN backward sums of a pixel-constant gradient (after the global
+    average pool) hit exactly that, 20x worse than torch. Reduce along a contiguous copy
+    instead: same values, pairwise order. Floating point only; a no-op if this Triton's
+    interpreter is laid out differently."""
+    try:
+        import numpy as np
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    ops = getattr(interpreter, "ReduceOps", None)
+    orig = getattr(ops, "sum", None)
+    if orig is None or getattr(orig, "_pairwise", False):
+        return
+
+    def pairwise_sum(self, input):
+        data = getattr(getattr(input, "handle", None), "data", None)
+        axis = getattr(self, "axis", None)
+        if (not isinstance(data, np.ndarray) or not isinstance(axis, int) or data.ndim < 2
+                or data.dtype.kind != "f"):
+            return orig(self, input)
+        out = np.sum(np.ascontiguousarray(np.moveaxis(data, axis, -1)), axis=-1)
+        if self.keep_dims:
+            out = np.expand_dims(out, axis)
+        return self.to_tensor(out, input.dtype)
+
+    pairwise_sum._pairwise = True
+    ops.sum = pairwise_sum
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_sum_pairwise()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,22 +6,28 @@ ReLU mask is recomputed from y, so no mask tensor is ever stored:
 
     dz = grad_out * (a * y + c > 0)
 
-1. bn_relu_bwd_reduce(grad_out, y, a, c) -> (sum_dz, sum_dz_y), float32 [C], one read of
-   grad_out and y (per-program partial sums, then a tiny torch sum over programs).
+1. bn_relu_bwd_reduce(grad_out, y, a, c, shift=mean) -> (sum_dz, sum_dz_yc), float32 [C],
+   yc = y - shift, one read of grad_out and y (per-program partial sums, then a tiny torch sum
+   over programs).
 2. The caller turns the sums into BN's gradients (M = N * H * W, per channel):
 
-   train (batch statistics mean, invstd = 1 / sqrt(var + eps)):
+   train (batch statistics mean, invstd = 1 / sqrt(var + eps); shift = mean):
        grad_beta  = sum_dz
-       grad_gamma = (sum_dz_y - mean * sum_dz) * invstd
+       grad_gamma = sum_dz_yc * invstd
        k1 = gamma * invstd
        k2 = -gamma * invstd**2 * grad_gamma / M
-       k3 = -gamma * invstd * sum_dz / M + gamma * invstd**2 * grad_gamma * mean / M
-   eval (running statistics are constants):
-       grad_beta = sum_dz, grad_gamma = (sum_dz_y - running_mean * sum_dz) * invstd
+       k3 = -gamma * invstd * sum_dz / M
+   eval (running statistics are constants; shift = running_mean):
+       grad_beta = sum_dz, grad_gamma = sum_dz_yc * invstd
        k1 = a, k2 = k3 = 0
 
-3. bn_relu_bwd_apply(grad_out, y, a, c, k1, k2, k3) -> grad_y = k1 * dz + k2 * y + k3,
-   the gradient w.r.t. the conv output, channels_last, dtype of y.
+3. bn_relu_bwd_apply(grad_out, y, a, c, k1, k2, k3, shift=mean) -> grad_y = k1 * dz +
+   k2 * (y - shift) + k3, the gradient w.r.t. the conv output, channels_last, dtype of y.
+
+Why the shift: with an uncentered y (|mean| >> std, e.g. a conv of post-ReLU inputs) the
+algebraically equal sum_dz_y - mean * sum_dz and k2 * y + k3' cancel catastrophically in fp32
+(measured: 4x torch's own weight-gradient error at |mean|/std ~ 500); centering in the kernel
+costs one subtraction and matches what torch's BN backward computes. shift=None means 0.
 
 grad_out may be any strided view (a channel slice of a channels_last concat gradient);
 y may have any strides too (channels_last is the fast case).
@@ -47,13 +53,13 @@ def _row_offsets(m, HW, W, s_n, s_h, s_w):
 
 
 @triton.jit
-def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, part_ptr,
+def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
                                M, C, HW, W,
                                s_gn, s_gc, s_gh, s_gw,
                                s_yn, s_yc, s_yh, s_yw,
                                BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Program (pid_m, pid_c) walks pixel tiles pid_m, pid_m + P, ... (grid-stride) of one
-    channel tile and writes its partial sums of dz and dz*y to part[0|1, pid_m, channel]."""
+    channel tile and writes its partial sums of dz and dz*(y - shift) to part[0|1, pid_m, channel]."""
     pid_m = tl.program_id(0)
     pid_c = tl.program_id(1)
     P = tl.num_programs(0)
@@ -61,6 +67,7 @@ def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, part_ptr,
     c_ok = offs_c < C
     a = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)
     c = tl.load(c_ptr + offs_c, mask=c_ok, other=0.0)
+    shift = tl.load(s_ptr + offs_c, mask=c_ok, other=0.0)
     acc_dz = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
     acc_dzy = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
     for m0 in range(pid_m * BLOCK_M, M, P * BLOCK_M):
@@ -72,20 +79,20 @@ def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, part_ptr,
                     mask=mask, other=0.0).to(tl.float32)
         dz = tl.where(a[None, :] * y + c[None, :] > 0, g, 0.0)
         acc_dz += dz
-        acc_dzy += dz * y
+        acc_dzy += dz * (y - shift[None, :])
     out = part_ptr + pid_m * C + offs_c
     tl.store(out, tl.sum(acc_dz, axis=0), mask=c_ok)
     tl.store(out + P * C, tl.sum(acc_dzy, axis=0), mask=c_ok)
 
 
 @triton.jit
-def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr, o_ptr,
+def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr, s_ptr, o_ptr,
                               M, C, HW, W,
                               s_gn, s_gc, s_gh, s_gw,
                               s_yn, s_yc, s_yh, s_yw,
                               s_on, s_oc, s_oh, s_ow,
                               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """grad_y = k1 * dz + k2 * y + k3 on one (BLOCK_M pixels, BLOCK_C channels) tile."""
+    """grad_y = k1 * dz + k2 * (y - shift) + k3 on one (BLOCK_M pixels, BLOCK_C channels) tile."""
     pid_m = tl.program_id(0)
     pid_c = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -95,6 +102,7 @@ def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr
     k1 = tl.load(k1_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
     k2 = tl.load(k2_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
     k3 = tl.load(k3_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
+    shift = tl.load(s_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask = (m < M)[:, None] & c_ok[None, :]
     g = tl.load(g_ptr + _row_offsets(m, HW, W, s_gn, s_gh, s_gw)[:, None] + offs_c[None, :] * s_gc,
@@ -102,7 +110,7 @@ def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr
     y = tl.load(y_ptr + _row_offsets(m, HW, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
                 mask=mask, other=0.0).to(tl.float32)
     dz = tl.where(a * y + c > 0, g, 0.0)
-    res = k1 * dz + k2 * y + k3
+    res = k1 * dz + k2 * (y - shift) + k3
     tl.store(o_ptr + _row_offsets(m, HW, W, s_on, s_oh, s_ow)[:, None] + offs_c[None, :] * s_oc,
              res.to(o_ptr.dtype.element_ty), mask=mask)
 
@@ -147,13 +155,25 @@ def _blocks(C):
     return block_m, block_c
 
 
-def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor):
-    """Per-channel sum(dz) and sum(dz * y), dz = grad_out * (a*y + c > 0), in one pass.
+def _checked(grad_out, y, vecs, shift, what):
+    """_check, then the shift vector (zeros when None)."""
+    if shift is not None:
+        vecs = {**vecs, "shift": shift}
+    _check(grad_out, y, vecs, what)
+    if shift is None:
+        shift = torch.zeros(y.shape[1], dtype=torch.float32, device=y.device)
+    return shift.contiguous()
 
-    grad_out, y: (N, C, H, W), any strides; a, c: float32 [C]. Returns two float32 [C].
+
+def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
+                       shift: torch.Tensor | None = None):
+    """Per-channel sum(dz) and sum(dz * (y - shift)), dz = grad_out * (a*y + c > 0), in one pass.
+
+    grad_out, y: (N, C, H, W), any strides; a, c, shift: float32 [C] (shift: the BN mean, see
+    the module docstring; None = 0). Returns two float32 [C].
     See the module docstring for how they become grad_gamma, grad_beta and k1, k2, k3.
     """
-    _check(grad_out, y, {"a": a, "c": c}, "bn_relu_bwd_reduce")
+    shift = _checked(grad_out, y, {"a": a, "c": c}, shift, "bn_relu_bwd_reduce")
     N, C, H, W = y.shape
     M = N * H * W
     a, c = a.contiguous(), c.contiguous()
@@ -170,26 +190,28 @@ def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
     P = max(1, min(triton.cdiv(M, block_m), target))
     part = torch.empty((2, P, C), dtype=torch.float32, device=y.device)
     _bn_relu_bwd_reduce_kernel[(P, c_blocks)](
-        grad_out, y, a, c, part, M, C, H * W, W, *grad_out.stride(), *y.stride(),
+        grad_out, y, a, c, shift, part, M, C, H * W, W, *grad_out.stride(), *y.stride(),
         BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
     sums = part.sum(1)
     return sums[0], sums[1]
 
 
 def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
-                      k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor) -> torch.Tensor:
-    """grad_y = k1 * dz + k2 * y + k3 per channel, dz = grad_out * (a*y + c > 0).
+                      k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor,
+                      shift: torch.Tensor | None = None) -> torch.Tensor:
+    """grad_y = k1 * dz + k2 * (y - shift) + k3 per channel, dz = grad_out * (a*y + c > 0).
 
-    grad_out, y: (N, C, H, W), any strides; a, c, k1, k2, k3: float32 [C].
-    Returns grad_y with y's shape, channels_last memory format, dtype of y.
+    grad_out, y: (N, C, H, W), any strides; a, c, k1, k2, k3, shift: float32 [C] (shift None
+    = 0). Returns grad_y with y's shape, channels_last memory format, dtype of y.
     """
-    _check(grad_out, y, {"a": a, "c": c, "k1": k1, "k2": k2, "k3": k3}, "bn_relu_bwd_apply")
+    shift = _checked(grad_out, y, {"a": a, "c": c, "k1": k1, "k2": k2, "k3": k3}, shift,
+                     "bn_relu_bwd_apply")
     N, C, H, W = y.shape
     M = N * H * W
     out = torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
     if out.numel() == 0:
         return out
-    vecs = [t.contiguous() for t in (a, c, k1, k2, k3)]
+    vecs = [t.contiguous() for t in (a, c, k1, k2, k3)] + [shift]
     block_m, block_c = _blocks(C)
     grid = (triton.cdiv(M, block_m), triton.cdiv(C, block_c))
     _bn_relu_bwd_apply_kernel[grid](

@@ -352,9 +352,9 @@ def _forward_eval_folded(x, plan, out):
     return views[:len(plan.main)], inters
 
 
-def _bwd_apply_into(g, y, a, c, k1, k2, k3, dst):
-    """grad_y = k1*dz + k2*y + k3 (kernels/bn_relu_bwd.py's kernel) written into the view
-    `dst` (a channel slice of the group's gradient buffer: no copy afterwards)."""
+def _bwd_apply_into(g, y, a, c, k1, k2, k3, shift, dst):
+    """grad_y = k1*dz + k2*(y - shift) + k3 (kernels/bn_relu_bwd.py's kernel) written into the
+    view `dst` (a channel slice of the group's gradient buffer: no copy afterwards)."""
     import triton
 
     from ..kernels import bn_relu_bwd as K
@@ -363,7 +363,7 @@ def _bwd_apply_into(g, y, a, c, k1, k2, k3, dst):
     m = n * h * w
     if m == 0 or ch == 0:
         return
-    vecs = [t.contiguous() for t in (a, c, k1, k2, k3)]
+    vecs = [t.contiguous() for t in (a, c, k1, k2, k3, shift)]
     block_m, block_c = K._blocks(ch)
     grid = (triton.cdiv(m, block_m), triton.cdiv(ch, block_c))
     K._bn_relu_bwd_apply_kernel[grid](g, y, *vecs, dst, m, ch, h * w, w, *g.stride(), *y.stride(),
@@ -374,13 +374,13 @@ def _bn_bwd(g, y, a, c, mean, invstd, gamma, training):
     """(k1, k2, k3, grad_gamma, grad_beta) of ReLU + BN backward (see kernels/bn_relu_bwd.py)."""
     from ..kernels.bn_relu_bwd import bn_relu_bwd_reduce
 
-    sum_dz, sum_dz_y = bn_relu_bwd_reduce(g, y, a, c)
-    grad_gamma = (sum_dz_y - mean * sum_dz) * invstd
+    sum_dz, sum_dz_yc = bn_relu_bwd_reduce(g, y, a, c, shift=mean)  # centered: see the kernel
+    grad_gamma = sum_dz_yc * invstd
     if training:
         m = y.shape[0] * y.shape[2] * y.shape[3]
         k1 = gamma * invstd
         k2 = -gamma * invstd * invstd * grad_gamma / m
-        k3 = -gamma * invstd * sum_dz / m + gamma * invstd * invstd * grad_gamma * mean / m
+        k3 = -gamma * invstd * sum_dz / m
     else:
         k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
     return k1, k2, k3, grad_gamma, sum_dz
@@ -434,7 +434,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
             gam = gammas[i].float() if gammas[i] is not None else torch.ones_like(invstd[seg])
             k1, k2, k3, gg, gb = _bn_bwd(g, y[:, seg], a[seg], c[seg], mean[seg], invstd[seg],
                                          gam, plan.training)
-            _bwd_apply_into(g, y[:, seg], a[seg], c[seg], k1, k2, k3, grad_y[:, seg])
+            _bwd_apply_into(g, y[:, seg], a[seg], c[seg], k1, k2, k3, mean[seg], grad_y[:, seg])
             g_gamma[i], g_beta[i] = gg, gb
             lo += s
         if plan.pool is not None:
@@ -443,7 +443,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
             gam = gammas[i].float() if gammas[i] is not None else torch.ones_like(pi)
             k1, k2, k3, gg, gb = _bn_bwd(g, z, pa, pc, pm, pi, gam, plan.training)
             grad_z = bn_relu_bwd_apply(g, z, pa, pc, k1.contiguous(), k2.contiguous(),
-                                       k3.contiguous())
+                                       k3.contiguous(), shift=pm)
             avg_pool3x3(grad_z, out=grad_y[:, plan.c_main:])  # the pool is self-adjoint
             g_gamma[i], g_beta[i] = gg, gb
         need = ctx.needs_input_grad

@@ -165,20 +165,21 @@ class _ConvBNReLUFn(torch.autograd.Function):
                 grad_out_full = grad.clone()
                 grad_out_full[:, out_offset:out_offset + c_out].zero_()
             grad = grad[:, out_offset:out_offset + c_out]
-        sum_dz, sum_dz_y = bn_relu_bwd_reduce(grad, y, a, c)
+        # Centered on the (batch or running) mean: see kernels/bn_relu_bwd.py.
+        sum_dz, sum_dz_yc = bn_relu_bwd_reduce(grad, y, a, c, shift=mean)
         gamma = bn_weight.float() if bn_weight is not None else torch.ones_like(invstd)
-        grad_gamma = (sum_dz_y - mean * sum_dz) * invstd
+        grad_gamma = sum_dz_yc * invstd
         grad_x = grad_w = None
         if need_x or need_w:
             if training:
                 m = y.shape[0] * y.shape[2] * y.shape[3]
                 k1 = gamma * invstd
                 k2 = -gamma * invstd * invstd * grad_gamma / m
-                k3 = -gamma * invstd * sum_dz / m + gamma * invstd * invstd * grad_gamma * mean / m
+                k3 = -gamma * invstd * sum_dz / m
             else:
                 k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
             grad_y = bn_relu_bwd_apply(grad, y, a, c, k1.contiguous(), k2.contiguous(),
-                                       k3.contiguous())
+                                       k3.contiguous(), shift=mean)
             if need_x:
                 grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
                                       padding=padding)
