@@ -6,8 +6,9 @@ with hundreds of channels costs tens of seconds; so the per-block train-step tes
 input channel counts (InceptionA / C take them as arguments) or, for the fixed-width blocks
 InceptionD / E, pin their non-1x1 units to "torch" (the fused structure, the 1x1 group, the
 pools and the slices are what is under test there; the Triton conv units are A's and B's,
-tested in their own files). The whole model runs forward in the interpreter at 79x79; the full
-train step of the whole model at 79 and 299 is a `gpu` test.
+tested in their own files). The whole model (every block fused, eval + a full train step, at
+79x79 in the interpreter and 299x299 on a GPU) is tested against fp64 in
+tests/test_conv_bn_relu_triton.py.
 """
 from __future__ import annotations
 
@@ -438,56 +439,3 @@ def test_unit_backend_follows_set_backend():
     assert model.Mixed_6b._backend(x) == "triton"
     sd = model.state_dict()
     assert not any("_FIRST" in k for k in sd)
-
-
-# ------------------------------------------------------------------------------ model
-
-def test_model_79_forward_fused_equals_reference():
-    """The whole model with every Mixed block fused (Triton, in the interpreter; the stem on
-    torch): a train-mode forward (batch statistics, running buffers updated) and an eval
-    forward. Its full train step (grads) at 79 and 299 is the gpu test below."""
-    torch.manual_seed(0)
-    # Batch 1: no aux head (its 1x1 BN has one value per channel; torch refuses that too).
-    ref = inception_fast.inception_v3(backend="torch", input_size=79, dropout=0.0,
-                                      aux_logits=False).to(DEV)
-    fused = copy.deepcopy(ref).set_backend("triton")
-    for n, m in fused.named_modules():  # the stem's wide-grid convs are A's (tested there) and
-        if n.startswith("Conv2d_"):     # the slowest part in the interpreter: pinned to torch
-            m.backend = "torch"
-    x = torch.randn(1, 3, 79, 79).to(DEV)
-    with torch.no_grad():
-        ref.train(), fused.train()
-        close(fused(x), ref(x), rtol=1e-3, what="train logits")
-        bf = dict(fused.named_buffers())
-        for k, b in ref.named_buffers():
-            close(bf[k], b, rtol=1e-3, what=f"buffer {k}")
-        ref.eval(), fused.eval()
-        close(fused(x), ref(x), rtol=1e-3, what="eval logits")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("size", [79, 299])
-def test_model_train_step_fused_equals_reference_gpu(size):
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.manual_seed(0)
-    ref = inception_fast.inception_v3(backend="torch", input_size=size, dropout=0.0).cuda()
-    fused = copy.deepcopy(ref).set_backend("triton")
-    x = torch.randn(1 if size == 299 else 2, 3, size, size, device="cuda")
-    for m in (ref, fused):
-        m.train()
-    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    outr, outf = ref(xr), fused(xf)
-    close(outf.logits, outr.logits, rtol=1e-3, what="logits")
-    close(outf.aux_logits, outr.aux_logits, rtol=1e-3, what="aux logits")
-    (outr.logits.sum() + outr.aux_logits.sum()).backward()
-    (outf.logits.sum() + outf.aux_logits.sum()).backward()
-    pf = dict(fused.named_parameters())
-    for k, p in ref.named_parameters():
-        close(pf[k].grad, p.grad, rtol=2e-3, what=f"grad {k}")
-    bf = dict(fused.named_buffers())
-    for k, b in ref.named_buffers():
-        close(bf[k], b, rtol=1e-3, what=f"buffer {k}")
-    ref.eval(), fused.eval()
-    with torch.no_grad():
-        close(fused(x), ref(x), rtol=1e-3, what="eval logits")

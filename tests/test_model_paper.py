@@ -390,14 +390,12 @@ def test_triton_equals_torch_low_res_eval_forward():
     _assert_close_to_torch(_paper_low_res, _low_res_input(), train=False, backward=False)
 
 
-@pytest.mark.slow  # ~1 min in the Triton interpreter
-def test_triton_equals_torch_low_res_train_forward():
+def test_triton_equals_torch_low_res_train_forward():  # ~11 s in the interpreter
     """Whole model, batch 2, training forward: logits and every BN buffer."""
     _assert_close_to_torch(_paper_low_res, _low_res_input(), train=True, backward=False)
 
 
-@pytest.mark.slow  # ~8 min in the Triton interpreter (about 100 conv units, dgrad + wgrad)
-def test_triton_equals_torch_low_res_eval_backward():
+def test_triton_equals_torch_low_res_eval_backward():  # ~50 s (every unit, dgrad + wgrad)
     """Whole model, batch 2, eval forward and backward: logits, input grad, every parameter
     grad."""
     _assert_close_to_torch(_paper_low_res, _low_res_input(), train=False, backward=True)
