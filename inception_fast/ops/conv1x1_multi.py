@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.autograd.graph import increment_version
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .param_cache import cached, version_key
 from .. import backends
 from .checks import check_out_slice
 
@@ -119,30 +120,6 @@ def conv1x1_multi(x, units, *, training, out=None, backend="torch"):
 
 _PACK_CACHE = WeakIdKeyDictionary()
 _FOLD_CACHE = WeakIdKeyDictionary()
-
-
-def _version_key(tensors):
-    key = []
-    for t in tensors:
-        if t is None:
-            key.append(None)
-            continue
-        try:
-            key.append((id(t), t._version))
-        except RuntimeError:  # inference tensors: not cached
-            return None
-    return tuple(key)
-
-
-def _cached(cache, anchor, key, make):
-    if key is not None:
-        hit = cache.get(anchor)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-    value = make()
-    if key is not None:
-        cache[anchor] = (key, value)
-    return value
 
 
 def _pack(weights, dtype, scales=None):
@@ -284,7 +261,7 @@ def _gemm_weight(packed):
 def _forward(x, plan, out, packed):
     """Train or eval-with-grad forward: returns (results per plan.ordered, saved tensors)."""
     from ..kernels.avg_pool3x3 import avg_pool3x3
-    from ..kernels.bn_train import bn_finalize, bn_relu_apply
+    from ..kernels.bn_train import bn_relu_apply
     from ..kernels.conv1x1_multi import routed_apply
     from ..kernels.conv2d_fwd import conv2d_fwd
 
@@ -324,7 +301,7 @@ def _forward_eval_folded(x, plan, out):
     units = plan.ordered
     tensors = [t for u in units for t in (u.weight, u.bn_weight, u.bn_bias, u.running_mean,
                                           u.running_var)]
-    key = _version_key(tensors)
+    key = version_key(*tensors)
     key = None if key is None else key + (tuple(u.eps for u in units), x.dtype)
 
     def make():
@@ -334,7 +311,7 @@ def _forward_eval_folded(x, plan, out):
             bias = _fill([p[3] for p in aff[:len(plan.main)]], plan.c_main, x.device)
             pool_bias = aff[-1][3].contiguous() if plan.pool is not None else None
             return packed, bias, pool_bias
-    packed, bias, pool_bias = _cached(_FOLD_CACHE, units[0].weight, key, make)
+    packed, bias, pool_bias = cached(_FOLD_CACHE, units[0].weight, key, make)
     n, h, w = plan.shape
     views, inters = plan.dests(out)
     sizes = list(plan.sizes)
@@ -394,7 +371,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, out, plan, *params):
         k = len(plan.ordered)
-        packed = _cached(_PACK_CACHE, plan.ordered[0].weight,
+        packed = cached(_PACK_CACHE, plan.ordered[0].weight,
                          _key_or_none(params[:k], x.dtype), lambda: _pack(params[:k], x.dtype))
         _, inters, saved = _forward(x, plan, out, packed)
         y, mean, invstd, a, c, z, pstats = saved
@@ -419,7 +396,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
         plan = ctx.plan
         x, packed, y, mean, invstd, a, c, z, pm, pi, pa, pc, *bn = ctx.saved_tensors
         k = len(plan.ordered)
-        gammas, betas = bn[:k], bn[k:]
+        gammas = bn[:k]  # then the betas, unused by the backward
         grad_out = grads[0] if plan.has_out else None
         grad_inters = list(grads[1:] if plan.has_out else grads)
         n, h, w = plan.shape
@@ -467,7 +444,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
 
 
 def _key_or_none(weights, dtype):
-    key = _version_key(weights)
+    key = version_key(*weights)
     return None if key is None else key + (dtype,)
 
 
@@ -496,7 +473,7 @@ def conv1x1_multi_triton(x, units, *, training, out=None):
     else:
         with torch.no_grad():
             if training:
-                packed = _cached(_PACK_CACHE, plan.ordered[0].weight,
+                packed = cached(_PACK_CACHE, plan.ordered[0].weight,
                                  _key_or_none([u.weight for u in plan.ordered], x.dtype),
                                  lambda: _pack([u.weight for u in plan.ordered], x.dtype))
                 _, inter_list, _ = _forward(x, plan, out, packed)

@@ -9,7 +9,6 @@ If `out` is given, the result is written into out[:, offset:offset + C_out] and 
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from .. import backends

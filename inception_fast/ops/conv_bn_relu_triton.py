@@ -16,38 +16,13 @@ import torch
 from torch.autograd.graph import increment_version
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .param_cache import cached, version_key
 from ..kernels.bn_train import bn_finalize, bn_relu_apply
 from ..kernels.conv2d_fwd import SUPPORTED_DTYPES, conv2d_fwd, out_size, pack_weight
 
 # conv weight tensor -> (key, tensors): packed weights survive across calls while unchanged.
 _FOLD_CACHE = WeakIdKeyDictionary()
 _PACK_CACHE = WeakIdKeyDictionary()
-
-
-def _version_key(*tensors):
-    """Identity + version of each tensor, or None when a version is not tracked (inference
-    tensors): then nothing is cached."""
-    key = []
-    for t in tensors:
-        if t is None:
-            key.append(None)
-            continue
-        try:
-            key.append((id(t), t._version))
-        except RuntimeError:
-            return None
-    return tuple(key)
-
-
-def _cached(cache, weight, key, make):
-    if key is not None:
-        hit = cache.get(weight)
-        if hit is not None and hit[0] == key:
-            return hit[1]
-    value = make()
-    if key is not None:
-        cache[weight] = (key, value)
-    return value
 
 
 def _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps):
@@ -60,20 +35,20 @@ def _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps):
 
 
 def _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps, dtype):
-    key = _version_key(weight, bn_weight, bn_bias, running_mean, running_var)
+    key = version_key(weight, bn_weight, bn_bias, running_mean, running_var)
     key = None if key is None else key + (eps, dtype)
 
     def make():
         with torch.no_grad():
             _, _, a, c = _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps)
             return pack_weight(weight.float() * a[:, None, None, None], dtype), c
-    return _cached(_FOLD_CACHE, weight, key, make)
+    return cached(_FOLD_CACHE, weight, key, make)
 
 
 def _packed(weight, dtype):
-    key = _version_key(weight)
+    key = version_key(weight)
     key = None if key is None else key + (dtype,)
-    return _cached(_PACK_CACHE, weight, key, lambda: pack_weight(weight, dtype))
+    return cached(_PACK_CACHE, weight, key, lambda: pack_weight(weight, dtype))
 
 
 def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
