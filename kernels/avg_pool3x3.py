@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import STAT_ROWS, interpreter_on
+from .conv2d_fwd import STAT_ROWS
+from .dtypes import check_kernel_dtype, interpreter_on
 
 
 @triton.jit
@@ -83,8 +84,7 @@ def avg_pool3x3(x: torch.Tensor, *, out: torch.Tensor | None = None,
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError("avg_pool3x3: x must be a 4-D (N, C, H, W) tensor")
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"avg_pool3x3: x dtype must be float32/float16/bfloat16, got {x.dtype}")
+    check_kernel_dtype(x, "avg_pool3x3", gemm=False)
     n, c, h, w = x.shape
     if out is None:
         out = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype,

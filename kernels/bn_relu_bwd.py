@@ -34,14 +34,14 @@ y may have any strides too (channels_last is the fast case).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from . import dtypes
+from .dtypes import check_kernel_dtype, interpreter_on
+
+_INTERPRET = interpreter_on()
 
 
 @triton.jit
@@ -124,15 +124,12 @@ def _check(grad_out, y, vecs, what):
             raise TypeError(f"{what}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{what}: {name} must be 4-D (N, C, H, W), got shape {tuple(t.shape)}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{what}: {name} dtype must be float32, float16 or bfloat16, got {t.dtype}")
+        check_kernel_dtype(t, what, name, gemm=False)
     if grad_out.shape != y.shape:
         raise ValueError(f"{what}: grad_out has shape {tuple(grad_out.shape)} but y has "
                          f"{tuple(y.shape)}")
     dev = y.device
-    if dev.type != "cuda" and not (_INTERPRET and dev.type == "cpu"):
-        raise ValueError(f"{what}: y is on {dev}; Triton kernels need a CUDA tensor "
-                         "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)")
+    dtypes.check_runnable(y, what, "y")
     C = y.shape[1]
     for name, t in (("grad_out", grad_out),) + tuple(vecs.items()):
         if not isinstance(t, torch.Tensor):

@@ -8,7 +8,8 @@ touches from its flat GEMM index and loads straight from the 4-D tensors (any st
 channel slice of a channels_last concat output works as grad_y without a copy). Accumulation
 is fp32; fp32 inputs use IEEE dots (no TF32) so results match torch to ~1e-5.
 
-dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap.
+dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap. (A stride-1 "same" 1xn / nx1
+       conv's dgrad is itself such a conv and runs on conv2d_asym's halo-tile kernel.)
        For stride s > 1 the pixels are split into s_h*s_w phases (ih % s_h, iw % s_w), one
        grid axis each: inside one phase exactly the taps r with (ih + pad - r) % s == 0 land on
        an output pixel, so they are iterated directly and no MMA is spent on a tap that misses.
@@ -18,14 +19,16 @@ wgrad  GEMM  M = C_out, N = C_in per tap, K = N*OH*OW (large): split-K over K in
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from . import dtypes
+from .conv2d_asym import halo_shift
+from .conv2d_fwd import conv2d_fwd
+from .dtypes import check_kernel_dtype, interpreter_on
+
+_INTERPRET = interpreter_on()
 
 
 def _configs(gpu_list):
@@ -190,14 +193,11 @@ def _check_tensor(t, what, name):
         raise TypeError(f"{what}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 4:
         raise ValueError(f"{what}: {name} must be 4-D, got shape {tuple(t.shape)}")
-    if t.dtype not in _DTYPES:
-        raise TypeError(f"{what}: {name} dtype must be float32, float16 or bfloat16, got {t.dtype}")
+    check_kernel_dtype(t, what, name)
 
 
 def _check_runnable(t, what, name):
-    if t.device.type != "cuda" and not (_INTERPRET and t.device.type == "cpu"):
-        raise ValueError(f"{what}: {name} is on {t.device}; Triton kernels need a CUDA tensor "
-                         "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)")
+    dtypes.check_runnable(t, what, name)
 
 
 def _prec(dtype):
@@ -246,6 +246,11 @@ def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride
         return grad_x
     if grad_y.numel() == 0:
         return grad_x.zero_()
+    if (KH == 1) != (KW == 1) and halo_shift(H, W, KH, KW, (sh, sw), (ph, pw)) is not None:
+        # A stride-1 "same" 1xn / nx1 conv: its dgrad is the same kind of conv of grad_y (flipped
+        # taps, channels swapped), so it runs on the forward's halo-tile kernel.
+        w_t = weight.detach().transpose(0, 1).flip((2, 3)).to(grad_y.dtype)
+        return conv2d_fwd(grad_y, w_t, padding=(KH - 1 - ph, KW - 1 - pw))
     # (KH, KW, C_out, C_in): a tap's C_out x C_in block is contiguous along C_in (tiny copy).
     w = weight.detach().permute(2, 3, 0, 1).contiguous().to(grad_y.dtype)
     HP, WP = triton.cdiv(H, sh), triton.cdiv(W, sw)

@@ -16,21 +16,17 @@ tensor (copy-free concat).
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from .dtypes import KERNEL_DTYPES, check_kernel_dtype, interpreter_on
 
 # Rows of y per BN-statistics partial. Fixed (not the tile height) so that the partials'
 # layout does not depend on which autotune config ran; every BLOCK_M is a multiple of it.
 STAT_ROWS = 32
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+SUPPORTED_DTYPES = KERNEL_DTYPES
 
 
 def gpu_configs():
@@ -219,8 +215,7 @@ def use_ieee(dtype: torch.dtype) -> bool:
 def _check(x, weight, packed, stride, padding, bias, out):
     if x.dim() != 4:
         raise ValueError(f"conv2d_fwd: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
-    if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"conv2d_fwd: x dtype must be float32/float16/bfloat16, got {x.dtype}")
+    check_kernel_dtype(x, "conv2d_fwd")
     if weight.dim() != 4:
         raise ValueError(f"conv2d_fwd: weight must be 4-D (C_out, C_in, kh, kw), got {tuple(weight.shape)}")
     if weight.shape[1] != x.shape[1]:

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import interpreter_on
+from .dtypes import check_kernel_dtype, interpreter_on
 
 
 def _blocks(c):
@@ -98,8 +98,7 @@ def max_pool3x3s2_fwd(x: torch.Tensor, out: torch.Tensor | None = None):
     Returns (out, argmax) with argmax a dense uint8 channels_last (N, C, OH, OW) tensor."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError("max_pool3x3s2: x must be a 4-D (N, C, H, W) tensor")
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"max_pool3x3s2: x dtype must be float32/float16/bfloat16, got {x.dtype}")
+    check_kernel_dtype(x, "max_pool3x3s2", gemm=False)
     n, c, h, w = x.shape
     oh, ow = _out_hw(h, w)
     if out is None:

@@ -176,6 +176,7 @@ def test_conv1x1_multi_matches_reference(training, grad):
 # Triton 3.8's interpreter gets bf16 tl.dot wrong on CPU (any GEMM kernel, A's conv included):
 # the half-precision checks use fp16 there and bf16 on a GPU.
 LOW = torch.bfloat16 if DEV == "cuda" else torch.float16
+AMP = LOW  # autocast's dtype here (the interpreter's tl.dot has no bf16: kernels/dtypes.py)
 
 
 def test_conv1x1_multi_per_unit_momentum_and_half():
@@ -404,11 +405,11 @@ def test_fused_block_layouts_autocast_compile():
         y_c = fused(x.contiguous())
         close(y_cl, y_c, what="channels_last vs contiguous input")
         close(y_c, ref(x), what="vs reference")
-        # autocast: the fused ops compute in the input's dtype (fp32 here); the reference's
-        # convs run in bf16 under autocast: equal to bf16 accuracy.
-        dev_type = "cuda" if DEV == "cuda" else "cpu"
-        with torch.autocast(dev_type, dtype=torch.bfloat16):
+        # autocast: the fused block casts its input once and its convs compute in the half
+        # dtype, as the reference's do: same dtype, equal to half-precision accuracy.
+        with torch.autocast(DEV, dtype=AMP):
             ya, yr = fused(x), ref(x)
+        assert ya.dtype == yr.dtype == AMP
         close(ya, yr, rtol=5e-2, atol=5e-2, what="autocast")
     # A half-precision block (convs in bf16 / fp16, BN kept fp32, as the benchmarks run it).
     fb = copy.deepcopy(fused).to(LOW)
@@ -417,6 +418,40 @@ def test_fused_block_layouts_autocast_compile():
             m.float()
     with torch.no_grad():
         close(fb(x.to(LOW)), ref(x), rtol=5e-2, atol=5e-2, what="half-precision block")
+
+
+@pytest.mark.parametrize("name", ["A", "D"])
+def test_fused_block_train_step_under_autocast(name):
+    """A train step under autocast: the block output (one buffer, every slice) in the half
+    dtype and fp32 parameter gradients, as the reference's. Accuracy against an fp64 run of
+    the same (half-rounded) input: our error at most 4x torch's own autocast error plus one
+    rounding of the dtype, per tensor. BN beta is shifted by +2 so that pre-ReLU values stay
+    away from 0 (a half-precision rounding flipping a ReLU mask moved one BN-bias gradient by
+    16% in either backend). The input is half, as inside an autocast model (an fp32 input
+    makes the reference's torch.cat promote D's output to fp32 for the max-pool slice)."""
+    ref, fused, c_in = _pair_of_blocks(name, pin_heavy=name == "D")
+    with torch.no_grad():
+        for m in (*ref.modules(), *fused.modules()):
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.add_(2.0)
+    x = torch.randn(2, c_in, 5, 5, generator=torch.Generator().manual_seed(3)).to(DEV, AMP)
+    runs = []
+    for m, amp in ((copy.deepcopy(ref).double(), False), (ref, True), (fused, True)):
+        xx = (x if amp else x.double()).clone().requires_grad_()
+        with torch.autocast(DEV, dtype=AMP, enabled=amp):
+            y = m(xx)
+        assert y.dtype == (AMP if amp else torch.float64)
+        y.double().square().sum().backward()
+        runs.append({"y": y.detach(), "x": xx.grad,
+                     **{k: p.grad for k, p in m.named_parameters()}})
+    exact, torch_amp, ours = runs
+    eps = torch.finfo(AMP).eps
+    for k, want in exact.items():
+        assert ours[k].dtype == torch_amp[k].dtype, k
+        scale = want.abs().max().item()
+        e_torch = (torch_amp[k].double() - want).abs().max().item() / scale
+        e_ours = (ours[k].double() - want).abs().max().item() / scale
+        assert e_ours <= 4 * e_torch + eps, f"{k}: ours {e_ours:.2e} vs torch {e_torch:.2e}"
 
 
 def test_fused_block_torch_compile():

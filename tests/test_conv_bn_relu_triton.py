@@ -13,6 +13,7 @@ from inception_fast.backends import why_unavailable
 from inception_fast.nn import ConvBNReLU
 from inception_fast.ops import conv_bn_relu
 from inception_fast.ops import conv_bn_relu_triton as cbr_triton
+from whole_model import check_against_fp64, randomize_bn
 
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
                                 reason=f"triton backend unavailable: {why_unavailable('triton')}")
@@ -370,82 +371,59 @@ def test_direct_call_checks_out_slice():
                                        out_offset=5)
 
 
-def _model(size):
-    """inception_v3 (input_size=size), random init, no dropout. BN: gamma in [0.5, 1], beta in
-    [2, 3], random running stats. The positive beta keeps most pre-ReLU values away from 0:
-    with the default beta = 0, a few of the ~10^7 pre-ReLU values lie within fp32 rounding of
-    0 and flip their ReLU mask between any two fp32 runs; through the batch-statistics BN
-    backward each flip moves whole channels' gradients, and torch's own fp32 parameter
-    gradients were off by a median 1.7% (up to 24%) of their scale against fp64."""
+# Autocast's half dtype: bf16 on a GPU; fp16 in the interpreter, whose tl.dot has no bf16.
+AMP = torch.bfloat16 if DEV == "cuda" else torch.float16
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("ci,co,k,s,p,hw", [LAYERS[19], LAYERS[7], LAYERS[15]])
+def test_autocast_runs_the_fused_op_in_the_autocast_dtype(training, ci, co, k, s, p, hw):
+    """Under torch.autocast the fused op computes as torch does there (conv in the half dtype
+    with fp32 accumulation, BN in fp32, half output, fp32 master-weight gradients). Oracle: the
+    fp64 computation on the half-rounded input and weight; our error may be 2x torch's own
+    autocast error plus one rounding of the dtype (forward, input and weight gradients)."""
+    ref, tri = make_pair(ci, co, k, s, p)
+    ref.train(training), tri.train(training)
+    x = torch.randn(3, ci, *hw, generator=torch.Generator().manual_seed(5)).to(DEV)
+    gy = torch.randn(3, co, *[(n + 2 * q - kk) // s + 1 for n, q, kk in zip(hw, p, k)],
+                     generator=torch.Generator().manual_seed(6)).to(DEV)
+    oracle = copy.deepcopy(ref).double()
+    with torch.no_grad():
+        oracle.conv.weight.copy_(ref.conv.weight.to(AMP).double())
+    gy = tie_free(gy, oracle, x.to(AMP), training)
+    want = run_step(oracle, x.to(AMP).double(), gy.double())
+    got = {}
+    for name, m in (("torch", ref), ("ours", tri)):
+        with torch.autocast(DEV, dtype=AMP):
+            got[name] = run_step(m, x, gy)
+        assert got[name]["y"].dtype == AMP
+        assert got[name]["grad_w"].dtype == got[name]["grad_x"].dtype == torch.float32
+    eps = torch.finfo(AMP).eps
+    for key in ("y", "grad_x", "grad_w", "grad_gamma", "grad_beta", "running_var"):
+        e_torch = rel_err(got["torch"][key], want[key])
+        e_ours = rel_err(got["ours"][key], want[key])
+        assert e_ours <= 2 * e_torch + eps, f"{key}: ours {e_ours:.2e} vs torch {e_torch:.2e}"
+
+
+def _whole_model(size, aux_logits=True):
     torch.manual_seed(0)
-    model = inception_v3(backend="torch", input_size=size, num_classes=10, dropout=0.0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) + 2.0)
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
-
-
-def _eval_and_train_step(model, x):
-    """Eval logits (no grad), then one train step: logits, aux logits, input and parameter
-    gradients, buffers afterwards."""
-    model.eval()
-    with torch.no_grad():
-        res = {"eval logits": model(x)}
-    model.train()
-    x = x.detach().clone().requires_grad_()
-    out = model(x)
-    g = torch.Generator().manual_seed(3)
-    w1, w2 = (torch.randn(t.shape, generator=g).to(t) for t in (out.logits, out.aux_logits))
-    ((out.logits * w1).sum() + 0.4 * (out.aux_logits * w2).sum()).backward()
-    res.update({"train logits": out.logits.detach(), "train aux logits": out.aux_logits.detach(),
-                "grad x": x.grad})
-    res.update({"grad " + n: p.grad for n, p in model.named_parameters()})
-    res.update({n: b.clone() for n, b in model.named_buffers()})
-    return res
-
-
-# Triton's error vs fp64 may be K times torch's own fp32 error plus ATOL of the tensor's scale.
-# Measured at 79 on CPU: worst ratio 0.93 (every tensor within 0.11 of its allowance). It can
-# fail: a 0.1% error put into the BN backward's k3 exceeds the allowance 355x (96 tensors), one
-# in the 1x7 weight gradient 8x (4 tensors).
-K, ATOL = 8.0, 1e-5
-
-
-def _check_whole_model(size, device):
-    """backend="triton" (every kernel, forward and backward) vs a float64 run of
-    backend="torch", batch 2: eval logits, then one train step: logits, aux logits, input
-    gradient, every parameter gradient, every BN buffer. Per tensor, max |ours - fp64| must be
-    at most K times torch's own fp32 error (the larger of a contiguous and a channels_last input:
-    two fp32 roundings of the same computation) plus ATOL times the tensor's max |fp64|."""
-    model = _model(size)
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
-    exact = _eval_and_train_step(copy.deepcopy(model).to(device).double(), x.to(device).double())
-    torch32 = [_eval_and_train_step(copy.deepcopy(model).to(device), xx.to(device))
-               for xx in (x, x.to(memory_format=torch.channels_last))]
-    ours = _eval_and_train_step(copy.deepcopy(model).set_backend("triton").to(device),
-                                x.to(device))
-    assert ours.keys() == exact.keys()
-    bad = []
-    for k, want in exact.items():
-        if not want.is_floating_point():
-            assert torch.equal(ours[k], want), k  # num_batches_tracked
-            continue
-        scale = want.abs().max().item()
-        e_torch = max((t[k].double() - want).abs().max().item() for t in torch32)
-        e_ours = (ours[k].double() - want).abs().max().item()
-        if not e_ours <= K * e_torch + ATOL * scale + 1e-30:
-            bad.append(f"{k}: {e_ours:.2e} vs torch fp32 {e_torch:.2e} (scale {scale:.2e})")
-    assert not bad, "error vs fp64 beyond K x torch's own:\n" + "\n".join(bad)
+    model = inception_v3(backend="torch", input_size=size, num_classes=10, dropout=0.0,
+                         aux_logits=aux_logits)
+    return randomize_bn(model)
 
 
 def test_inception_v3_eval_and_train_step_match_torch():
-    """The whole model at 79x79 (input_size=79 variant): ~1.5 min in the interpreter."""
-    _check_whole_model(79, DEV)
+    """The whole model (every kernel, forward and backward, the fused copy-free blocks) at
+    79x79 (input_size=79 variant), batch 2, against fp64: ~1.5 min in the interpreter."""
+    x = torch.randn(2, 3, 79, 79, generator=torch.Generator().manual_seed(2))
+    check_against_fp64(_whole_model(79), "triton", x, DEV)
+
+
+def test_inception_v3_299_batch1_eval_and_train_step_match_torch():
+    """The whole model at 299x299, batch 1 (no aux head: in training its 1x1 grid would give
+    BN one value per channel), against fp64: ~1 min in the interpreter."""
+    x = torch.randn(1, 3, 299, 299, generator=torch.Generator().manual_seed(2))
+    check_against_fp64(_whole_model(299, aux_logits=False), "triton", x, DEV)
 
 
 # ----------------------------------------------------------------------------- GPU only
@@ -491,7 +469,8 @@ def test_inception_v3_299_train_step_on_gpu_without_tf32():
     prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        _check_whole_model(299, "cuda")
+        x = torch.randn(2, 3, 299, 299, generator=torch.Generator().manual_seed(2))
+        check_against_fp64(_whole_model(299), "triton", x, "cuda")
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
 

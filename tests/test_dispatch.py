@@ -107,7 +107,33 @@ def test_auto_on_cpu_is_torch_without_measuring(cache):
     block = ifnn.InceptionA(8, pool_features=4)  # backend="auto"
     assert block._backend(torch.randn(1, 8, 5, 5)) == "torch"
     block(torch.randn(1, 8, 5, 5))
+    unit = ifnn.ConvBNReLU(3, 5, 3)  # a unit outside a block (stem, aux head) dispatches too
+    assert unit._backend(torch.randn(1, 3, 5, 5)) == "torch"
+    unit(torch.randn(1, 3, 5, 5))
     assert called == [] and not list(cache.iterdir())
+
+
+def test_dispatch_key_names_shape_mode_and_autocast():
+    x = torch.randn(2, 8, 5, 7)
+    assert ifnn.dispatch_key("InceptionA", x, True) == "InceptionA|2x8x5x7|train"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ifnn.dispatch_key("u", x, False) == "u|2x8x5x7|eval|autocast-bfloat16"
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_timing_runner_leaves_the_module_untouched(train):
+    """What "auto" times runs a copy: the module's parameters, BN statistics and grads stay."""
+    torch.manual_seed(0)
+    for module, x in ((ifnn.ConvBNReLU(3, 5, 3), torch.randn(2, 3, 6, 6)),
+                      (ifnn.InceptionA(8, pool_features=4), torch.randn(2, 8, 5, 5))):
+        module.train()
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        run = ifnn.timing_runner(module, x, "torch", train)
+        run()
+        run()
+        after = module.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert all(p.grad is None for p in module.parameters())
 
 
 def test_explicit_backends_unchanged():
@@ -115,6 +141,15 @@ def test_explicit_backends_unchanged():
     assert backends.resolve("torch", x) == "torch"
     with pytest.raises(backends.BackendUnavailableError):
         backends.resolve("cuda", x)
+
+
+@pytest.mark.gpu
+def test_auto_measures_a_single_unit_on_gpu(cache):
+    unit = ifnn.ConvBNReLU(3, 32, 3, stride=2).cuda()
+    x = torch.randn(4, 3, 75, 75, device="cuda").contiguous(memory_format=torch.channels_last)
+    assert unit._backend(x) in backends.BACKENDS
+    assert "ConvBNReLU 3->32 k(3, 3) s(2, 2) p(0, 0)|4x3x75x75|train|float32" in dispatch.describe()
+    assert unit(x).shape == (4, 32, 37, 37)
 
 
 @pytest.mark.gpu

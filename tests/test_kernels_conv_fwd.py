@@ -103,6 +103,45 @@ def test_asym_filters_use_the_asym_kernel(monkeypatch):
     assert calls == [(1, 7), (7, 1)]
 
 
+def test_halo_kernel_applies_to_same_padded_stride1_only():
+    hs = conv2d_asym.halo_shift
+    assert hs(17, 17, 1, 7, (1, 1), (0, 3)) == 1      # 1x7: taps one pixel apart
+    assert hs(17, 17, 7, 1, (1, 1), (3, 0)) == 17     # 7x1: one row apart
+    assert hs(8, 8, 3, 1, (1, 1), (1, 0)) == 8
+    assert hs(8, 8, 1, 3, (2, 2), (0, 1)) is None     # stride 2
+    assert hs(8, 8, 1, 3, (1, 1), (0, 0)) is None     # unpadded
+    assert hs(8, 8, 1, 3, (1, 1), (1, 1)) is None     # padded across the taps too
+    assert hs(8, 2000, 7, 1, (1, 1), (3, 0)) is None  # halo taller than any tile
+
+
+@pytest.mark.skipif(DEV == "cuda", reason="tile sizes forced through the interpreter's launch")
+@pytest.mark.parametrize("n,ci,h,w,co,k,p", [
+    (3, 13, 5, 7, 37, (1, 7), (0, 3)), (3, 13, 5, 4, 37, (7, 1), (3, 0)),
+    (1, 20, 9, 9, 9, (3, 1), (1, 0)), (2, 20, 3, 5, 9, (1, 3), (0, 1))])
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_halo_kernel_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, p, layout):
+    """32-row tiles (the smallest the BN partials allow): halos that cross tile, line and image
+    boundaries, and the statistics epilogue, against torch."""
+    launched = []
+    orig = conv2d_asym._conv2d_asym_halo_kernel.fn.run
+    monkeypatch.setattr(conv2d_asym._conv2d_asym_halo_kernel.fn, "run",
+                        lambda *a, **kw: (launched.append(kw["BLOCK_M"]), orig(*a, **kw))[1])
+    monkeypatch.setattr(conv2d_asym, "interpreter_tiles",
+                        lambda m, c, kk: dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16))
+    torch.manual_seed(1)
+    x = torch.randn(n, ci, h, 2 * w)[..., ::2] if layout == "strided" else \
+        torch.randn(n, ci, h, w).to(memory_format=torch.channels_last)
+    wt = torch.randn(co, ci, *k)
+    ref = F.conv2d(x, wt, None, 1, p)
+    y, psum, _ = conv2d_fwd(x, wt, padding=p, stats=True)
+    assert launched and all(b == 32 for b in launched)
+    assert rel_err(y, ref) < 1e-5
+    r = rows(ref.double())
+    for g in range(psum.shape[0]):
+        assert torch.allclose(psum[g].double(), r[g * STAT_ROWS:(g + 1) * STAT_ROWS].sum(0),
+                              rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("count,c,offset", [(150, 5, 0.0), (11000, 3, 50.0), (40000, 2, 0.0)])
 def test_bn_finalize(count, c, offset):
     """Partials from the conv epilogue -> mean, invstd, a, c and running stats as torch. The
@@ -180,6 +219,23 @@ def test_conv2d_fwd_errors(case, exc, match):
         kw["bias"] = torch.zeros(5, device=DEV)
     with pytest.raises(exc, match=match):
         conv2d_fwd(x, wt, **kw)
+
+
+@pytest.mark.skipif(DEV == "cuda", reason="the interpreter's limit; on a GPU bf16 runs")
+def test_bf16_in_the_interpreter_is_refused_not_garbage():
+    """The interpreter's tl.dot is wrong for bf16 (kernels/dtypes.py): the GEMM kernels say so;
+    the pools (no tl.dot) still run bf16 and match torch."""
+    from inception_fast.kernels.avg_pool3x3 import avg_pool3x3
+    from inception_fast.kernels.conv2d_bwd import conv2d_dgrad
+
+    x = torch.randn(2, 8, 5, 5).bfloat16()
+    wt = torch.randn(4, 8, 3, 3).bfloat16()
+    with pytest.raises(TypeError, match="bfloat16 on CPU"):
+        conv2d_fwd(x, wt)
+    with pytest.raises(TypeError, match="bfloat16 on CPU"):
+        conv2d_dgrad(torch.randn(2, 4, 3, 3).bfloat16(), wt, (5, 5))
+    want = F.avg_pool2d(x.float(), 3, 1, 1)
+    assert rel_err(avg_pool3x3(x), want) < 1e-2
 
 
 @pytest.mark.gpu

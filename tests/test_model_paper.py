@@ -16,6 +16,7 @@ from inception_fast.models.shapes import grid_sizes
 from inception_fast.models.summary import summarize
 from inception_fast.nn.paper_blocks import (InceptionAuxBN, InceptionFig5, InceptionFig6,
                                             InceptionReduction)
+from whole_model import check_against_fp64, randomize_bn
 
 K = 1000
 
@@ -314,22 +315,10 @@ def test_info_model_at_low_res_and_input_size_without_model(capsys):
 
 
 # --- backend="triton" == backend="torch" (Triton interpreter on CPU; compiled on a GPU).
-# Tolerance: each backend's error is measured against an fp64 torch run; Triton's may be a few
-# times torch's own fp32 error (summation order) plus a small fp32 floor.
-# Whole model, training, backward: at the sizes the interpreter allows (batch 2, 2x2 grids at
-# the 8x8 stage) BN over 8 values per channel makes the gradients chaotic (torch's own fp32
-# parameter gradients are off by ~1% of their scale against fp64, and ReLU masks flip), so
-# training backward is compared per block, where it is well conditioned; the whole model is
-# compared in training forward (logits, BN buffers) and in eval forward + backward.
+# Blocks: each backend's error is measured against an fp64 torch run; Triton's may be a few
+# times torch's own fp32 error (summation order) plus a small fp32 floor. The whole model: the
+# same idea with BN beta kept away from 0 (tests/whole_model.py says why).
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-# input_size=79 variant at 29x29 (its aux head needs 77; it is tested on its own below):
-# grids 11 -> 5 -> 2; every conv configuration of the model runs.
-TRITON_HW = 29
-
-
-def _paper_low_res(backend):
-    return inception_v3_paper(input_size=79, aux_logits=False, dropout=0.0, num_classes=10,
-                              backend=backend)
 
 
 def _randomize_bn(m, seed=1):
@@ -381,24 +370,15 @@ def _assert_close_to_torch(make, x, train, backward):
         assert e_triton <= 8 * e_torch + 2e-5 * scale + 1e-12, (k, e_triton, e_torch, scale)
 
 
-def _low_res_input():
-    return torch.randn(2, 3, TRITON_HW, TRITON_HW, generator=torch.Generator().manual_seed(2))
-
-
-def test_triton_equals_torch_low_res_eval_forward():
-    """Whole model, batch 2, eval without grad (the BN-folded path): logits."""
-    _assert_close_to_torch(_paper_low_res, _low_res_input(), train=False, backward=False)
-
-
-def test_triton_equals_torch_low_res_train_forward():  # ~11 s in the interpreter
-    """Whole model, batch 2, training forward: logits and every BN buffer."""
-    _assert_close_to_torch(_paper_low_res, _low_res_input(), train=True, backward=False)
-
-
-def test_triton_equals_torch_low_res_eval_backward():  # ~50 s (every unit, dgrad + wgrad)
-    """Whole model, batch 2, eval forward and backward: logits, input grad, every parameter
-    grad."""
-    _assert_close_to_torch(_paper_low_res, _low_res_input(), train=False, backward=True)
+def test_triton_equals_torch_whole_model_eval_and_train_step():
+    """Whole model at 79x79 (input_size=79, aux head on), batch 2, against fp64 (see
+    tests/whole_model.py): eval logits, then a train step's logits, aux logits, input grad,
+    every parameter grad and BN buffer."""
+    torch.manual_seed(0)
+    model = randomize_bn(inception_v3_paper(input_size=79, dropout=0.0, num_classes=10,
+                                            backend="torch"))
+    x = torch.randn(2, 3, 79, 79, generator=torch.Generator().manual_seed(2))
+    check_against_fp64(model, "triton", x, DEV)
 
 
 @pytest.mark.parametrize("make, shape", [

@@ -25,10 +25,11 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from .. import backends
+from ..ops.amp import autocast_input
 from ..ops.conv1x1_multi import Unit1x1, conv1x1_multi
 from ..ops.conv_bn_relu import conv_bn_relu
 from ..ops.max_pool_slice import max_pool3x3s2_into
-from .conv_bn_relu import ConvBNReLU
+from .conv_bn_relu import ConvBNReLU, dispatch_key, timing_runner
 
 CL = torch.channels_last
 
@@ -111,29 +112,8 @@ class _Block(nn.Module):
         if backend != "auto" or x.device.type != "cuda":
             return backends.resolve(backend, x)
         train = self.training and torch.is_grad_enabled()
-        key = (f"{type(self).__name__}|{'x'.join(map(str, x.shape))}|"
-               f"{'train' if train else 'eval'}")
-        return backends.resolve(backend, x, key=key, runner=lambda b: self._bench(x, b, train))
-
-    def _bench(self, x, backend, train):
-        """A callable running a copy of this block (same shapes, state untouched) on `backend`."""
-        import copy
-
-        block = copy.deepcopy(self)
-        for m in block.modules():
-            if isinstance(m, ConvBNReLU):
-                m.backend = backend
-        xb = torch.randn(x.shape, device=x.device, dtype=x.dtype).contiguous(
-            memory_format=CL if x.is_contiguous(memory_format=CL) else torch.contiguous_format)
-
-        def step():
-            if train:
-                xb.requires_grad_(True)
-                block(xb).sum().backward()
-            else:
-                with torch.no_grad():
-                    block(xb)
-        return step
+        return backends.resolve(backend, x, key=dispatch_key(type(self).__name__, x, train),
+                                runner=lambda b: timing_runner(self, x, b, train))
 
     def forward(self, x):
         b = self._backend(x)
@@ -144,8 +124,9 @@ class _Block(nn.Module):
     @torch.compiler.disable
     def _forward_fused_eager(self, x, b):
         """torch.compile graph-breaks here: Dynamo cannot trace the kernel launches (nor the
-        Triton interpreter), the block runs eagerly inside a compiled model."""
-        return self._forward_fused(x, b)
+        Triton interpreter), the block runs eagerly inside a compiled model. Under autocast
+        the block input is cast once, so every slice of the one output has its dtype."""
+        return self._forward_fused(autocast_input(x), b)
 
 
 class InceptionA(_Block):

@@ -8,6 +8,38 @@ from torch.nn.modules.utils import _pair
 
 from .. import backends
 from ..ops import conv_bn_relu
+from ..ops.amp import autocast_dtype
+
+
+def dispatch_key(name: str, x: torch.Tensor, train: bool) -> str:
+    """backend="auto"'s cache key for one module call (dispatch.choose adds x's dtype)."""
+    amp = autocast_dtype(x)
+    return (f"{name}|{'x'.join(map(str, x.shape))}|{'train' if train else 'eval'}"
+            + (f"|autocast-{str(amp).replace('torch.', '')}" if amp is not None else ""))
+
+
+def timing_runner(module: nn.Module, x: torch.Tensor, backend: str, train: bool):
+    """What backend="auto" times: a callable running a copy of `module` with every ConvBNReLU
+    in it on `backend`, on a random input shaped (and laid out) like x; the module's own
+    parameters and BN statistics are untouched."""
+    import copy
+
+    mod = copy.deepcopy(module)
+    for m in mod.modules():
+        if isinstance(m, ConvBNReLU):
+            m.backend = backend
+    fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+           else torch.contiguous_format)
+    xb = torch.randn(x.shape, device=x.device, dtype=x.dtype).contiguous(memory_format=fmt)
+
+    def step():
+        if train:
+            xb.requires_grad_(True)
+            mod(xb).sum().backward()
+        else:
+            with torch.no_grad():
+                mod(xb)
+    return step
 
 
 class ConvBNReLU(nn.Module):
@@ -32,8 +64,23 @@ class ConvBNReLU(nn.Module):
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
         return factor
 
+    def _backend(self, x: torch.Tensor) -> str:
+        """The backend for this call; "auto" on a GPU: the one measured fastest for this
+        layer's shape, dtype and mode (inception_fast.dispatch), never slower than cuDNN."""
+        if not isinstance(x, torch.Tensor):
+            return self.backend  # the op's input check says what is wrong
+        if self.backend != "auto" or x.device.type != "cuda":
+            return backends.resolve(self.backend, x)
+        c = self.conv
+        train = self.training and torch.is_grad_enabled()
+        name = (f"ConvBNReLU {c.in_channels}->{c.out_channels} k{c.kernel_size} s{c.stride} "
+                f"p{c.padding}")
+        return backends.resolve("auto", x, key=dispatch_key(name, x, train),
+                                runner=lambda b: timing_runner(self, x, b, train))
+
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, out_offset: int = 0):
         """`out`/`out_offset`: write into out[:, out_offset:out_offset+C_out] (copy-free concat)."""
+        backend = self._backend(x)
         bn = self.bn
         factor = self._bn_factor()
         use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
@@ -44,4 +91,4 @@ class ConvBNReLU(nn.Module):
             bn.running_var if update or not bn.training else None,
             stride=_pair(self.conv.stride), padding=_pair(self.conv.padding), eps=bn.eps,
             momentum=factor, training=use_batch_stats, out=out, out_offset=out_offset,
-            backend=self.backend)
+            backend=backend)

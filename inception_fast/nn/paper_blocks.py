@@ -25,17 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.amp import autocast_dtype, autocast_input
 from ..ops.checks import conv_out_size
 from ..ops.grid_reduction import grid_reduction
 from .conv_bn_relu import ConvBNReLU
 
 
 def block_output(x: torch.Tensor, channels: int, h: int, w: int) -> torch.Tensor:
-    """The one output tensor of a block, in x's memory format (NHWC slices stay NHWC)."""
+    """The one output tensor of a block, in x's memory format (NHWC slices stay NHWC) and in
+    the dtype the convs produce (autocast's, when it is on)."""
     nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     fmt = torch.channels_last if nhwc else torch.contiguous_format
-    return torch.empty((x.shape[0], channels, h, w), dtype=x.dtype, device=x.device,
-                       memory_format=fmt)
+    return torch.empty((x.shape[0], channels, h, w), dtype=autocast_dtype(x) or x.dtype,
+                       device=x.device, memory_format=fmt)
 
 
 def _avg_pool_3x3(x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +125,7 @@ class InceptionReduction(nn.Module):
         self.out_channels = ch3x3 + ch3x3dbl + in_channels
 
     def forward(self, x):
+        x = autocast_input(x)  # the max-pool slice is written in the convs' dtype
         oh, ow = conv_out_size(x.shape[2], 3, 2, 0), conv_out_size(x.shape[3], 3, 2, 0)
         out = block_output(x, self.out_channels, oh, ow)
         c3 = self.branch3x3_2.conv.out_channels

@@ -36,6 +36,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .param_cache import cached, version_key
 from .. import backends
+from .amp import autocast_input
 from .checks import check_out_slice
 
 CL = torch.channels_last
@@ -55,12 +56,16 @@ class Unit1x1:
     pool: bool = False                    # avg_pool2d(3, 1, 1) between conv and BN
 
 
-def _check(x, units, out):
-    what = "conv1x1_multi"
+def _check_input(x, what="conv1x1_multi"):
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"{what}: input must be a 4-D (N, C, H, W) tensor")
     if not x.is_floating_point():
         raise TypeError(f"{what}: input must be floating point, got {x.dtype}")
+
+
+def _check(x, units, out):
+    what = "conv1x1_multi"
+    _check_input(x, what)
     if not units:
         raise ValueError(f"{what}: no units")
     n, c_in, h, w = x.shape
@@ -107,10 +112,13 @@ def conv1x1_multi_reference(x, units, *, training, out=None):
 def conv1x1_multi(x, units, *, training, out=None, backend="torch"):
     """Checked entry point (module doc). Backend "cuda" uses the Triton path when Triton runs
     here (the group has no CUDA C++ kernel), else the reference."""
-    _check(x, units, out)
+    _check_input(x)
     b = backends.resolve(backend, x)
     if b == "cuda":
         b = "triton" if backends.why_unavailable("triton") is None else "torch"
+    if b != "torch":
+        x = autocast_input(x)  # as autocast casts a conv input (ops/amp.py)
+    _check(x, units, out)
     if b == "torch":
         return conv1x1_multi_reference(x, units, training=training, out=out)
     return conv1x1_multi_triton(x, units, training=training, out=out)
@@ -451,11 +459,9 @@ def _key_or_none(weights, dtype):
 @torch.compiler.disable
 def conv1x1_multi_triton(x, units, *, training, out=None):
     """The Triton backend of conv1x1_multi (inputs checked by conv1x1_multi)."""
-    from ..kernels.conv2d_fwd import SUPPORTED_DTYPES
+    from ..kernels.dtypes import check_kernel_dtype
 
-    if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"conv1x1_multi(backend='triton'): input dtype must be float32, float16 "
-                        f"or bfloat16, got {x.dtype}")
+    check_kernel_dtype(x, "conv1x1_multi(backend='triton')", "input")
     for u in units:
         if not training and u.running_mean is None:
             raise ValueError("conv1x1_multi(backend='triton'): eval mode needs running statistics")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from .. import backends
+from .amp import autocast_input
 from .checks import check_conv_input, check_out_slice, conv_out_size
 
 
@@ -32,15 +33,18 @@ def conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_
 def conv_bn_relu(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
                  stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1, training=False,
                  out=None, out_offset=0, backend="torch"):
-    """Checked entry point: validates inputs, resolves `backend` for this call, dispatches."""
+    """Checked entry point: validates inputs, resolves `backend` for this call, dispatches.
+    Under torch.autocast the fused backends cast x as autocast casts a conv input (ops/amp.py)."""
     check_conv_input(x, weight)
+    b = backends.resolve(backend, x)
+    if b != "torch":
+        x = autocast_input(x)
     if out is not None:
         oh = conv_out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
         ow = conv_out_size(x.shape[3], weight.shape[3], stride[1], padding[1])
         check_out_slice(out, x.shape, weight.shape[0], out_offset, oh, ow, x.dtype, x.device)
     kwargs = dict(stride=tuple(stride), padding=tuple(padding), eps=eps, momentum=momentum,
                   training=training, out=out, out_offset=out_offset)
-    b = backends.resolve(backend, x)
     if b == "torch":
         return conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
     if b == "triton":

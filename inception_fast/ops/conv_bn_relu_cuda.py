@@ -225,9 +225,11 @@ def conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, 
     """relu(batch_norm(conv2d(x, weight))) with the extension's kernels; see the module doc.
     Inputs are checked by conv_bn_relu (the public entry point) before they get here."""
     check_kernel_dtype(x, "conv_bn_relu")
+    if weight.dtype == torch.float32 and x.dtype != weight.dtype:
+        weight = weight.to(x.dtype)  # fp32 master weights (autocast): differentiable cast
     if weight.dtype != x.dtype:
-        raise TypeError(f"conv_bn_relu: weight dtype {weight.dtype} differs from the input dtype "
-                        f"{x.dtype}")
+        raise TypeError(f"conv_bn_relu: weight dtype {weight.dtype} must be the input dtype "
+                        f"{x.dtype} or float32")
     cfg = SimpleNamespace(kern=kernels(), stride=tuple(stride), padding=tuple(padding), eps=eps,
                           momentum=momentum, training=training, out_offset=out_offset,
                           has_out=out is not None,

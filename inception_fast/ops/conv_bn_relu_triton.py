@@ -18,7 +18,8 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .param_cache import cached, version_key
 from ..kernels.bn_train import bn_finalize, bn_relu_apply
-from ..kernels.conv2d_fwd import SUPPORTED_DTYPES, conv2d_fwd, out_size, pack_weight
+from ..kernels.conv2d_fwd import conv2d_fwd, out_size, pack_weight
+from ..kernels.dtypes import check_kernel_dtype
 
 # conv weight tensor -> (key, tensors): packed weights survive across calls while unchanged.
 _FOLD_CACHE = WeakIdKeyDictionary()
@@ -52,12 +53,10 @@ def _packed(weight, dtype):
 
 
 def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
-    if x.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"conv_bn_relu(backend='triton'): input dtype must be float32, float16 or "
-                        f"bfloat16, got {x.dtype}")
-    if weight.dtype != x.dtype:
-        raise TypeError(f"conv_bn_relu(backend='triton'): conv weight dtype {weight.dtype} differs "
-                        f"from the input dtype {x.dtype}")
+    check_kernel_dtype(x, "conv_bn_relu(backend='triton')", "input")
+    if weight.dtype not in (x.dtype, torch.float32):  # fp32 master weights: autocast's case
+        raise TypeError(f"conv_bn_relu(backend='triton'): conv weight dtype {weight.dtype} must "
+                        f"be the input dtype {x.dtype} or float32")
     c_out = weight.shape[0]
     for name, t in (("bn weight", bn_weight), ("bn bias", bn_bias),
                     ("running_mean", running_mean), ("running_var", running_var)):

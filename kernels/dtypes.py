@@ -1,0 +1,36 @@
+"""The dtypes the Triton kernels take, checked in one place with one message.
+
+bfloat16 runs on a GPU, but the Triton interpreter's tl.dot gets it wrong (numpy has no
+bfloat16; with Triton 3.8 a 16x16 bf16 tile product came out off by 2e10, a 1x7 conv's weight
+gradient at 1e14), so the GEMM kernels refuse a bf16 CPU tensor with a clear error instead of
+computing garbage. Kernels without tl.dot (pools, BN) compute bf16 correctly there."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def check_runnable(t: torch.Tensor, what: str, name: str) -> None:
+    """ValueError unless a Triton kernel can run on t's device here."""
+    if t.device.type != "cuda" and not (interpreter_on() and t.device.type == "cpu"):
+        raise ValueError(f"{what}: {name} is on {t.device}; Triton kernels need a CUDA tensor "
+                         "(or a CPU tensor with TRITON_INTERPRET=1 set before triton is imported)")
+
+
+def check_kernel_dtype(t: torch.Tensor, what: str, name: str = "x", *,
+                       gemm: bool = True) -> None:
+    """TypeError naming the tensor unless the Triton kernels can compute in its dtype here
+    (`gemm`: the kernel multiplies tiles with tl.dot)."""
+    if t.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"{what}: {name} dtype must be float32, float16 or bfloat16, got {t.dtype}")
+    if gemm and t.dtype == torch.bfloat16 and t.device.type == "cpu" and interpreter_on():
+        raise TypeError(f"{what}: {name} is bfloat16 on CPU, where the Triton interpreter's "
+                        "tl.dot gives wrong results for bfloat16: use float16 or float32 on CPU, "
+                        "or a GPU")
