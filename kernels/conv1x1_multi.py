@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import interpreter_on, interpreter_tiles, use_ieee
+from .conv2d_fwd import gemm_tile, interpreter_on, interpreter_tiles, mma, use_ieee
 
 
 def _configs():
@@ -65,15 +65,7 @@ def _gemm1x1_routed_kernel(x_ptr, w_ptr, bias_ptr, M, C_in, C_tot, H, W,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """[M = N*H*W, C_in] x [C_in, C_tot] (weight packed K x N), fp32 accumulate, bias + ReLU on
     columns < RELU_END, routed stores. 1-D grid, N tiles fastest (input tile reused from L2)."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(C_tot, BLOCK_N)
-    pid_m = pid // num_n
-    pid_n = pid % num_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
-    n_ok = offs_n < C_tot
+    pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_tot, BLOCK_M, BLOCK_N, BLOCK_K)
     hw = H * W
     x_row = (offs_m // hw).to(tl.int64) * sxn + ((offs_m % hw) // W) * sxh + (offs_m % W) * sxw
     a_ptrs = x_ptr + x_row[:, None] + (offs_k * sxc)[None, :]
@@ -83,10 +75,7 @@ def _gemm1x1_routed_kernel(x_ptr, w_ptr, bias_ptr, M, C_in, C_tot, H, W,
         k_ok = (k0 + offs_k) < C_in
         a = tl.load(a_ptrs, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-        if IEEE:
-            acc = tl.dot(a, b, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, b, acc)
+        acc = mma(a, b, acc, IEEE)
         a_ptrs += BLOCK_K * sxc
         b_ptrs += BLOCK_K * C_tot
     if HAS_BIAS:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import (conv_configs, conv_epilogue, gpu_configs, interpreter_on,
-                         interpreter_tiles, launch, prune_configs)
+from .conv2d_fwd import (conv_configs, conv_epilogue, gemm_tile, gpu_configs, interpreter_on,
+                         interpreter_tiles, launch, mma, prune_configs)
 
 # The largest tile height among the GPU configs (a halo tile needs (n - 1) * D <= BLOCK_M).
 _MAX_GPU_BLOCK_M = max(c.kwargs["BLOCK_M"] for c in gpu_configs())
@@ -75,15 +75,7 @@ def _conv2d_asym_halo_kernel(
     The tile's input pixels (halo included) are loaded once per channel block."""
     HALO: tl.constexpr = 2 * BLOCK_M
     PAD: tl.constexpr = (TAPS - 1) // 2
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(C_out, BLOCK_N)
-    pid_m = pid // num_n
-    pid_n = pid % num_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
-    n_ok = offs_n < C_out
+    pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_out, BLOCK_M, BLOCK_N, BLOCK_K)
     hw = H * W
     # The line coordinate of each output row (w for 1xn, h for nx1) and its line length.
     if ALONG_W:
@@ -111,10 +103,7 @@ def _conv2d_asym_halo_kernel(
             lt = line + (t - PAD)
             a = tl.where((m_ok & (lt >= 0) & (lt < line_len))[:, None], a, tl.zeros_like(a))
             b = tl.load(w_ptrs + t * C_in * C_out, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            if IEEE:
-                acc = tl.dot(a, b, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, b, acc)
+            acc = mma(a, b, acc, IEEE)
         x_ptrs += BLOCK_K * sxc
         w_ptrs += BLOCK_K * C_out
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
@@ -138,15 +127,7 @@ def _conv2d_asym_kernel(
     """1xn (ALONG_W) or nx1 conv, any stride and padding; the taps are the inner loop.
     Rows m = (n, oh, ow). The fixed coordinate is tested once per tile; only the line
     coordinate moves with the tap, and the tap's address is the tile's plus tap * stride."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(C_out, BLOCK_N)
-    pid_m = pid // num_n
-    pid_n = pid % num_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
-    n_ok = offs_n < C_out
+    pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_out, BLOCK_M, BLOCK_N, BLOCK_K)
     ohw = OH * OW
     n_idx = offs_m // ohw
     rem = offs_m % ohw
@@ -173,10 +154,7 @@ def _conv2d_asym_kernel(
             row_ok = fixed_ok & (lt >= 0) & (lt < line_len)
             a = tl.load(x_base + t * s_line, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             b = tl.load(w_base + t * C_in * C_out, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            if IEEE:
-                acc = tl.dot(a, b, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, b, acc)
+            acc = mma(a, b, acc, IEEE)
         x_base += BLOCK_K * sxc
         w_base += BLOCK_K * C_out
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,

@@ -78,6 +78,30 @@ def launch(kernel, grid, args, k: int, meta: dict):
 
 
 @triton.jit
+def gemm_tile(M, N_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_K: tl.constexpr):
+    """This program's tile of a 1-D grid over (M tiles x N tiles), N fastest so that
+    consecutive programs reuse the same input rows from L2: (pid_m, row offsets, column
+    offsets, K offsets, row mask, column mask)."""
+    pid = tl.program_id(0)
+    num_n = tl.cdiv(N_cols, BLOCK_N)
+    pid_m = pid // num_n
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = (pid % num_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return pid_m, offs_m, offs_n, tl.arange(0, BLOCK_K), offs_m < M, offs_n < N_cols
+
+
+@triton.jit
+def mma(a, b, acc, IEEE: tl.constexpr):
+    """acc += a @ b; IEEE: full fp32 products (no TF32), see use_ieee."""
+    if IEEE:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
 def conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW,
                   y_ptr, syn, syc, syh, syw, bias_ptr, psum_ptr, pm2_ptr,
                   HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
@@ -136,15 +160,7 @@ def _conv2d_fwd_kernel(
     N fastest so consecutive programs reuse the same input tile from L2.
     FLAT_K: reduce over the flattened (r, s, c) with per-element index math (for tiny C_in such
     as the RGB stem, where a per-tap channel block would be mostly padding)."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(C_out, BLOCK_N)
-    pid_m = pid // num_n
-    pid_n = pid % num_n
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
-    n_ok = offs_n < C_out
+    pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_out, BLOCK_M, BLOCK_N, BLOCK_K)
     ohw = OH * OW
     n_idx = offs_m // ohw
     rem = offs_m % ohw
@@ -166,10 +182,7 @@ def _conv2d_fwd_kernel(
                         mask=a_mask, other=0.0)
             b = tl.load(w_ptr + k[:, None] * C_out + offs_n[None, :],
                         mask=(k < K)[:, None] & n_ok[None, :], other=0.0)
-            if IEEE:
-                acc = tl.dot(a, b, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, b, acc)
+            acc = mma(a, b, acc, IEEE)
     else:
         for r in tl.static_range(KH):
             ih = ih0 + r
@@ -183,10 +196,7 @@ def _conv2d_fwd_kernel(
                     k_ok = (c0 + offs_k) < C_in
                     a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
                     b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-                    if IEEE:
-                        acc = tl.dot(a, b, acc, input_precision="ieee")
-                    else:
-                        acc = tl.dot(a, b, acc)
+                    acc = mma(a, b, acc, IEEE)
                     a_ptrs += BLOCK_K * sxc
                     b_ptrs += BLOCK_K * C_out
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
