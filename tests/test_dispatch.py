@@ -120,6 +120,14 @@ def test_dispatch_key_names_shape_mode_and_autocast():
         assert ifnn.dispatch_key("u", x, False) == "u|2x8x5x7|eval|autocast-bfloat16"
 
 
+def test_autocast_dtype_on_devices_autocast_does_not_know():
+    """Shape-only passes run the modules on "meta" tensors: no autocast there, no error."""
+    from inception_fast.ops.amp import autocast_dtype
+
+    assert autocast_dtype(torch.empty(2, 3, device="meta")) is None
+    assert ifnn.dispatch_key("u", torch.empty(1, 2, 3, 3, device="meta"), True) == "u|1x2x3x3|train"
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_timing_runner_leaves_the_module_untouched(train):
     """What "auto" times runs a copy: the module's parameters, BN statistics and grads stay."""

@@ -12,7 +12,10 @@ def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would cast x to for a convolution, or None (autocast off for x's
     device type, or x not eligible: autocast leaves float64 and non-float tensors alone)."""
     dev = x.device.type
-    if not torch.is_autocast_enabled(dev):
+    try:
+        if not torch.is_autocast_enabled(dev):
+            return None
+    except RuntimeError:  # a device type autocast does not know (e.g. "meta" for shape passes)
         return None
     if not x.is_floating_point() or x.dtype == torch.float64:
         return None
