@@ -255,9 +255,21 @@ def _check(x, weight, packed, stride, padding, bias, out):
     return oh, ow
 
 
+def _check_pool(x, weight, stride, padding, pool_out, oh, ow):
+    if tuple(weight.shape[2:]) != (3, 3) or stride != (2, 2) or padding != (0, 0):
+        raise ValueError(f"conv2d_fwd: pool_out needs a 3x3 / stride-2 / unpadded conv, got kernel "
+                         f"{tuple(weight.shape[2:])}, stride {stride}, padding {padding}")
+    want = (x.shape[0], x.shape[1], oh, ow)
+    if (tuple(pool_out.shape) != want or pool_out.dtype != x.dtype
+            or pool_out.device != x.device):
+        raise ValueError(f"conv2d_fwd: pool_out must be {x.dtype} {want} on {x.device}, got "
+                         f"{pool_out.dtype} {tuple(pool_out.shape)} on {pool_out.device}")
+
+
 def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=(0, 0),
                bias: torch.Tensor | None = None, relu: bool = False, stats: bool = False,
-               out: torch.Tensor | None = None, packed: torch.Tensor | None = None):
+               out: torch.Tensor | None = None, packed: torch.Tensor | None = None,
+               pool_out: torch.Tensor | None = None):
     """y = [relu](conv2d(x, weight, stride, padding) [+ bias]).
 
     x: (N, C_in, H, W), any strides (channels_last is the fast layout); fp32/fp16/bf16.
@@ -268,10 +280,16 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
     stats: also return per-channel partials (psum, pm2), float32 [ceil(M / STAT_ROWS), C_out]:
       sum and centered sum of squares of the fp32 conv output per group of STAT_ROWS rows
       (rows m = (n, oh, ow)); see kernels/bn_train.py. Returns (y, psum, pm2), else y.
+    pool_out: for a 3x3 / stride-2 / unpadded conv, an (N, C_in, OH, OW) view of x's dtype (the
+      pool slice of a grid-reduction block output): max_pool2d(x, 3, 2) is written there in the
+      same pass (kernels/conv3x3s2_pool.py) and its argmax (dense uint8 channels_last
+      (N, C_in, OH, OW), as kernels/max_pool3x3s2.py) is returned last.
     1xn / nx1 filters go to the specialized kernel in conv2d_asym.py.
     """
     stride, padding = tuple(stride), tuple(padding)
     oh, ow = _check(x, weight, packed, stride, padding, bias, out)
+    if pool_out is not None:
+        _check_pool(x, weight, stride, padding, pool_out, oh, ow)
     n, ci, h, w = x.shape
     co, _, kh, kw = weight.shape
     if packed is None:
@@ -287,8 +305,13 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
     else:
         psum = pm2 = out  # unused (dead code under STATS=False)
     bias_arg = bias if bias is not None else out
+    results = (out, psum, pm2) if stats else (out,)
+    if pool_out is not None:
+        idx = torch.empty((n, ci, oh, ow), device=x.device, dtype=torch.uint8,
+                          memory_format=torch.channels_last)
+        results += (idx,)
     if m == 0 or co == 0:
-        return (out, psum, pm2) if stats else out
+        return results if len(results) > 1 else out
     names = ("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "psum_ptr", "pm2_ptr", "N", "H", "W", "C_in",
              "OH", "OW", "C_out", "M", "sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw")
     args = dict(zip(names, (x, packed, out, bias_arg, psum, pm2, n, h, w, ci, oh, ow, co, m,
@@ -298,11 +321,17 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(co, meta["BLOCK_N"]),)
     from .conv2d_asym import asym_taps, launch_asym
 
-    if asym_taps(kh, kw) and ci >= 8:
+    if pool_out is not None:
+        from .conv3x3s2_pool import _conv3x3s2_pool_kernel
+
+        launch(_conv3x3s2_pool_kernel, grid,
+               {**args, "p_ptr": pool_out, "idx_ptr": idx,
+                **dict(zip(("spn", "spc", "sph", "spw"), pool_out.stride()))}, ci, flags)
+    elif asym_taps(kh, kw) and ci >= 8:
         launch_asym(grid, args, kh, kw, stride, padding, flags)
     else:
         flat = ci < 16
         launch(_conv2d_fwd_kernel, grid, args, kh * kw * ci if flat else ci,
                dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
                     FLAT_K=flat, **flags))
-    return (out, psum, pm2) if stats else out
+    return results if len(results) > 1 else out

@@ -111,7 +111,7 @@ class Compiler:
 
 
 QUICK_UNITS = (0, 2, 4, 5, 8, 9)  # stem (flat K), 1x1, 1x7, 7x1, 3x3/2, 1x3 unpadded
-QUICK_BLOCKS = (0, 1)         # A (1x1 group, pool reordering), D (max-pool slice)
+QUICK_BLOCKS = (0, 1, 2)      # A (1x1 group, pool reordering), D (max-pool slice), B (conv+pool)
 
 
 def _workloads(dts, quick):
@@ -134,7 +134,7 @@ def _workloads(dts, quick):
         (64, 48, (1, 3), 1, (0, 0), 8, 8),  # not "same" padding: the taps-loop kernel
     ]
     blocks = [(ifnn.InceptionA(64, pool_features=32), 64, 9), (ifnn.InceptionD(96), 96, 9),
-              (ifnn.InceptionE(160), 160, 8)]
+              (ifnn.InceptionB(96), 96, 9), (ifnn.InceptionE(160), 160, 8)]
     if quick:
         units = [units[i] for i in QUICK_UNITS]
         blocks = [blocks[i] for i in QUICK_BLOCKS]

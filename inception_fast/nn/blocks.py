@@ -178,8 +178,8 @@ class InceptionB(_Block):
     def _forward_fused(self, x, b):
         c_in, h, w = x.shape[1:]
         out = _Output(x, 480 + c_in, (h - 3) // 2 + 1, (w - 3) // 2 + 1)
-        if b == "cuda":  # one kernel reads each 3x3/2 window once for the conv and the pool
-            _grid_reduction(self.branch3x3, x, out.alias(), 0, 480)
+        if self.branch3x3.backend in ("auto", b):  # one kernel reads each 3x3/2 window once
+            _grid_reduction(self.branch3x3, x, out.alias(), 0, 480, b)  # for conv and pool
         else:
             _run(self.branch3x3, x, b, out.alias(), 0)
             max_pool3x3s2_into(x, out.alias(), 480, backend=b)
@@ -257,10 +257,7 @@ class InceptionD(_Block):
         _run(self.branch3x3_2, t3, b, out.alias(), 0)
         t7 = _run(self.branch7x7x3_3, _run(self.branch7x7x3_2, t7, b), b)
         _run(self.branch7x7x3_4, t7, b, out.alias(), 320)
-        if b == "cuda":
-            _grid_reduction(None, x, out.alias(), 0, 512)
-        else:
-            max_pool3x3s2_into(x, out.alias(), 512, backend=b)
+        _grid_reduction(None, x, out.alias(), 0, 512, b)  # the pool slice
         return out.result()
 
     def _forward_reference(self, x):
@@ -311,18 +308,18 @@ class InceptionE(_Block):
         return torch.cat([b1, b3, bd, bp], 1)
 
 
-def _grid_reduction(m, x, out, conv_offset, pool_offset):
-    """The CUDA grid-reduction op (ops/grid_reduction.py): conv unit m (or None) + max-pool."""
+def _grid_reduction(m, x, out, conv_offset, pool_offset, backend):
+    """The grid-reduction op (ops/grid_reduction.py): conv unit m (or None) + max-pool."""
     from ..ops.grid_reduction import grid_reduction
 
     if m is None:
         return grid_reduction(x, None, None, None, None, None, out=out, pool_offset=pool_offset,
-                              backend="cuda")
+                              backend=backend)
     a = _bn_args(m)
     return grid_reduction(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
                           a["running_var"], out=out, conv_offset=conv_offset,
                           pool_offset=pool_offset, eps=a["eps"], momentum=a["momentum"],
-                          training=a["training"], backend="cuda")
+                          training=a["training"], backend=backend)
 
 
 class InceptionAux(nn.Module):

@@ -9,6 +9,11 @@ Same semantics as conv_bn_relu_reference (see conv_bn_relu.py). Paths:
   eval with grad   conv -> apply with the running stats (backward needs y).
 Backward (kernels/bn_relu_bwd.py, kernels/conv2d_bwd.py): ReLU mask + BN backward from the saved
 pre-BN conv output y, then dgrad and wgrad. Results are channels_last.
+
+pool_offset (a grid reduction, Mixed_6a: 3x3 / stride-2 / unpadded conv writing into `out`):
+max_pool2d(x, 3, 2) goes into out[:, pool_offset:pool_offset + C_in] from the same pass over
+the input windows (kernels/conv3x3s2_pool.py); in backward the pool slice's gradient is routed
+to its argmax (kernels/max_pool3x3s2.py) and added to the input gradient.
 """
 from __future__ import annotations
 
@@ -83,17 +88,22 @@ def _bump(t):
 
 
 def _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding,
-                    eps, momentum):
-    """conv (stats epilogue) + finalize: (y, mean, invstd, a, c); running stats updated."""
-    y, psum, pm2 = conv2d_fwd(x, weight, stride=stride, padding=padding, stats=True,
-                              packed=_packed(weight, x.dtype))
+                    eps, momentum, pool=None):
+    """conv (stats epilogue) + finalize: (y, mean, invstd, a, c, argmax or None); running
+    stats updated; `pool`: the pool slice written in the same pass."""
+    y, psum, pm2, *idx = conv2d_fwd(x, weight, stride=stride, padding=padding, stats=True,
+                                    packed=_packed(weight, x.dtype), pool_out=pool)
     count = y.shape[0] * y.shape[2] * y.shape[3]
     mean, invstd, a, c = bn_finalize(psum, pm2, count, eps=eps, momentum=momentum,
                                      gamma=bn_weight, beta=bn_bias, running_mean=running_mean,
                                      running_var=running_var)
     _bump(running_mean)
     _bump(running_var)
-    return y, mean, invstd, a, c
+    return y, mean, invstd, a, c, (idx[0] if idx else None)
+
+
+def _pool_view(out, pool_offset, x):
+    return None if pool_offset is None else out[:, pool_offset:pool_offset + x.shape[1]]
 
 
 class _ConvBNReLUFn(torch.autograd.Function):
@@ -102,13 +112,17 @@ class _ConvBNReLUFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bn_weight, bn_bias, out, cfg):
-        stride, padding, eps, momentum, training, running_mean, running_var, out_offset = cfg
+        (stride, padding, eps, momentum, training, running_mean, running_var, out_offset,
+         pool_offset) = cfg
+        pool = _pool_view(out, pool_offset, x)
         if training:
-            y, mean, invstd, a, c = _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean,
-                                                    running_var, stride, padding, eps, momentum)
+            y, mean, invstd, a, c, idx = _bn_train_stats(
+                x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding, eps,
+                momentum, pool)
         else:
-            y = conv2d_fwd(x, weight, stride=stride, padding=padding,
-                           packed=_packed(weight, x.dtype))
+            res = conv2d_fwd(x, weight, stride=stride, padding=padding,
+                             packed=_packed(weight, x.dtype), pool_out=pool)
+            y, idx = res if pool is not None else (res, None)
             mean, invstd, a, c = _affine_from_running(bn_weight, bn_bias, running_mean,
                                                       running_var, eps)
         c_out = weight.shape[0]
@@ -119,25 +133,29 @@ class _ConvBNReLUFn(torch.autograd.Function):
             ctx.mark_dirty(out)
             result = out
         ctx.save_for_backward(x, weight, y, mean, invstd, a, c,
-                              bn_weight if bn_weight is not None else None)
+                              bn_weight if bn_weight is not None else None, idx)
         ctx.cfg = (stride, padding, training, out_offset, out is not None,
-                   None if bn_bias is None else bn_bias.dtype)
+                   None if bn_bias is None else bn_bias.dtype, pool_offset)
         return result
 
     @staticmethod
     def backward(ctx, grad):
         from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
         from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
+        from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
 
-        x, weight, y, mean, invstd, a, c, bn_weight = ctx.saved_tensors
-        stride, padding, training, out_offset, has_out, bias_dtype = ctx.cfg
+        x, weight, y, mean, invstd, a, c, bn_weight, idx = ctx.saved_tensors
+        stride, padding, training, out_offset, has_out, bias_dtype, pool_offset = ctx.cfg
         need_x, need_w, need_g, need_b, need_out = ctx.needs_input_grad[:5]
         c_out = weight.shape[0]
         grad_out_full = None
+        grad_pool = _pool_view(grad, pool_offset, x)  # a view: no copy
         if has_out:
-            if need_out:  # the overwritten slice no longer depends on the old contents
+            if need_out:  # the overwritten slices no longer depend on the old contents
                 grad_out_full = grad.clone()
                 grad_out_full[:, out_offset:out_offset + c_out].zero_()
+                if pool_offset is not None:
+                    _pool_view(grad_out_full, pool_offset, x).zero_()
             grad = grad[:, out_offset:out_offset + c_out]
         # Centered on the (batch or running) mean: see kernels/bn_relu_bwd.py.
         sum_dz, sum_dz_yc = bn_relu_bwd_reduce(grad, y, a, c, shift=mean)
@@ -157,6 +175,8 @@ class _ConvBNReLUFn(torch.autograd.Function):
             if need_x:
                 grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
                                       padding=padding)
+                if grad_pool is not None:
+                    grad_x += max_pool3x3s2_bwd(grad_pool, idx, tuple(x.shape[2:]))
             if need_w:
                 grad_w = conv2d_wgrad(x, grad_y, tuple(weight.shape[2:]), stride=stride,
                                       padding=padding).to(weight.dtype)
@@ -167,10 +187,11 @@ class _ConvBNReLUFn(torch.autograd.Function):
 
 def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
                         stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1, training=False,
-                        out=None, out_offset=0):
+                        out=None, out_offset=0, pool_offset=None):
     """relu(batch_norm(conv2d(x, weight))) on the Triton kernels; arguments and semantics as
     conv_bn_relu_reference. `out` (N, C_total, OH, OW): the result goes into
-    out[:, out_offset:out_offset + C_out] and that view is returned."""
+    out[:, out_offset:out_offset + C_out] and that view is returned. `pool_offset` (3x3/2
+    unpadded conv with `out` only): max_pool2d(x, 3, 2) into out[:, pool_offset:+C_in] too."""
     stride, padding = tuple(stride), tuple(padding)
     _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
     c_out = weight.shape[0]
@@ -184,26 +205,35 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
                              f"({x.shape[0]}, C, {oh}, {ow})")
         if out.dtype != x.dtype or out.device != x.device:
             raise ValueError(f"conv_bn_relu(backend='triton'): out must be {x.dtype} on {x.device}")
+    if pool_offset is not None:
+        c_in = x.shape[1]
+        if out is None or pool_offset < 0 or pool_offset + c_in > out.shape[1] or (
+                pool_offset < out_offset + c_out and out_offset < pool_offset + c_in):
+            raise ValueError(f"conv_bn_relu(backend='triton'): the pool slice [{pool_offset}, "
+                             f"{pool_offset + c_in}) must fit in `out` beside the conv slice "
+                             f"[{out_offset}, {out_offset + c_out})")
     if running_mean is None or running_var is None:
         running_mean = running_var = None
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))
     if needs_grad:
         cfg = (stride, padding, float(eps), float(momentum), bool(training), running_mean,
-               running_var, out_offset)
+               running_var, out_offset, pool_offset)
         res = _ConvBNReLUFn.apply(x, weight, bn_weight, bn_bias, out, cfg)
         return res if out is None else res[:, out_offset:out_offset + c_out]
 
     view = None if out is None else out[:, out_offset:out_offset + c_out]
+    pool = _pool_view(out, pool_offset, x)
     with torch.no_grad():
         if training:
-            y, _, _, a, c = _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean,
-                                            running_var, stride, padding, eps, momentum)
+            y, _, _, a, c, _ = _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean,
+                                               running_var, stride, padding, eps, momentum, pool)
             res = bn_relu_apply(y, a, c, out=view)
         else:
             packed, bias = _folded(weight, bn_weight, bn_bias, running_mean, running_var,
                                    float(eps), x.dtype)
             res = conv2d_fwd(x, weight, stride=stride, padding=padding, bias=bias, relu=True,
-                             out=view, packed=packed)
+                             out=view, packed=packed, pool_out=pool)
+            res = res[0] if pool is not None else res
     _bump(out)
     return res

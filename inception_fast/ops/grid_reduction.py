@@ -23,6 +23,9 @@ folded into the conv kernel's epilogue: one kernel for the whole op). fp32, or a
 branch: cuDNN conv + the BN kernels (conv_bn_relu_cuda's path); a lone pool: the pool kernel.
 Backward: the BN+ReLU backward kernels, cuDNN for the conv's gradients, and the max-pool
 backward kernel routing each gradient to the window's argmax, added into the input gradient.
+
+Backend "triton": the same single pass over the windows in any dtype (conv_bn_relu_triton with
+pool_offset: kernels/conv3x3s2_pool.py), everything else Triton too.
 """
 from __future__ import annotations
 
@@ -104,9 +107,30 @@ def grid_reduction(x, weight, bn_weight, bn_bias, running_mean, running_var, *, 
     if b == "cuda":
         return grid_reduction_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var,
                                    **kwargs)
-    # No Triton kernel for this op: the "triton" backend uses the reference here.
+    if b == "triton":
+        return grid_reduction_triton(x, weight, bn_weight, bn_bias, running_mean, running_var,
+                                     **kwargs)
     return grid_reduction_reference(x, weight, bn_weight, bn_bias, running_mean, running_var,
                                     **kwargs)
+
+
+def grid_reduction_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, *, out,
+                          conv_offset=0, pool_offset=None, eps=1e-3, momentum=0.1,
+                          training=False):
+    """Backend "triton": with both branches, the conv+BN+ReLU op whose conv kernel also writes
+    the max-pool of the same windows (kernels/conv3x3s2_pool.py, any float dtype); a lone branch
+    uses the plain conv op or the max-pool kernel."""
+    from .conv_bn_relu_triton import conv_bn_relu_triton
+    from .max_pool_slice import max_pool3x3s2_into
+
+    if weight is None:
+        max_pool3x3s2_into(x, out, pool_offset, backend="triton")
+        return out
+    conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var,
+                        stride=(2, 2), padding=(0, 0), eps=eps, momentum=momentum,
+                        training=training, out=out, out_offset=conv_offset,
+                        pool_offset=pool_offset)
+    return out
 
 
 class _GridReductionCuda(torch.autograd.Function):
