@@ -41,6 +41,8 @@ def asym_taps(kh: int, kw: int) -> bool:
 def halo_shift(h: int, w: int, kh: int, kw: int, stride, padding) -> int | None:
     """D (flat-index distance between taps) when the halo kernel applies, else None: stride 1,
     "same" padding along the taps, none across, and (n - 1) * D within the largest tile."""
+    if not hasattr(tl, "gather"):  # a Triton without tl.gather: the taps-loop kernel
+        return None
     n = max(kh, kw)
     along_w = kh == 1
     pad_along, pad_across = (padding[1], padding[0]) if along_w else (padding[0], padding[1])
