@@ -454,6 +454,19 @@ def test_fused_block_train_step_under_autocast(name):
         assert e_ours <= 4 * e_torch + eps, f"{k}: ours {e_ours:.2e} vs torch {e_torch:.2e}"
 
 
+def test_reference_unit_writes_an_autocast_slice_from_an_fp32_input():
+    """Under autocast a conv's result has the autocast dtype, on the reference backend too: a
+    half block buffer takes it even when the unit's input is still fp32 (a block's first)."""
+    unit = ifnn.ConvBNReLU(4, 3, 3, padding=1, backend="torch").to(DEV).eval()
+    x = torch.randn(1, 4, 5, 5, device=DEV)
+    out = torch.zeros(1, 6, 5, 5, device=DEV, dtype=AMP)
+    with torch.autocast(DEV, dtype=AMP), torch.no_grad():
+        unit(x, out=out, out_offset=2)
+        want = unit(x)
+    assert want.dtype == AMP and torch.equal(out[:, 2:5], want)
+    assert (out[:, :2] == 0).all() and (out[:, 5:] == 0).all()
+
+
 def test_fused_block_torch_compile():
     """torch.compile of a fused block must not error (graph breaks allowed)."""
     ref, fused, c_in = _pair_of_blocks("C")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from .. import backends
-from .amp import autocast_input
+from .amp import autocast_dtype, autocast_input
 from .checks import check_conv_input, check_out_slice, conv_out_size
 
 
@@ -42,7 +42,8 @@ def conv_bn_relu(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
     if out is not None:
         oh = conv_out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
         ow = conv_out_size(x.shape[3], weight.shape[3], stride[1], padding[1])
-        check_out_slice(out, x.shape, weight.shape[0], out_offset, oh, ow, x.dtype, x.device)
+        check_out_slice(out, x.shape, weight.shape[0], out_offset, oh, ow,
+                        autocast_dtype(x) or x.dtype, x.device)  # the conv's result dtype
     kwargs = dict(stride=tuple(stride), padding=tuple(padding), eps=eps, momentum=momentum,
                   training=training, out=out, out_offset=out_offset)
     if b == "torch":
