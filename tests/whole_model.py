@@ -5,8 +5,9 @@ fp32 rounding of 0 and flip their ReLU mask between any two fp32 runs; through t
 each flip moves whole channels' gradients. Two fp32 runs of torch itself (contiguous and
 channels_last input) differ from fp64 by a median 1.7% (up to 24%) of the parameter-gradient
 scale with torch's default BN init (beta = 0). So the models here get BN beta in [2, 3] (most
-pre-ReLU values far from 0), and a tensor passes when our error against fp64 is at most K times
-torch's own fp32 error plus ATOL times the tensor's scale.
+pre-ReLU values far from 0), the few channels still holding a pre-ReLU value within 1e-3 of 0
+get their bias moved off it (keep_relu_inputs_off_zero), and a tensor passes when our error
+against fp64 is at most K times torch's own fp32 error plus ATOL times the tensor's scale.
 
 Measured (CPU interpreter): inception_v3 at 79 batch 2, worst ratio 0.93 of the allowance; it
 can fail: a 0.1% error put into the BN backward's k3 exceeded the allowance 355x (96 tensors),
@@ -14,6 +15,7 @@ one in the 1x7 weight gradient 8x (4 tensors)."""
 import copy
 
 import torch
+import torch.nn.functional as F
 
 K, ATOL = 8.0, 1e-5
 
@@ -28,6 +30,46 @@ def randomize_bn(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
                 m.bias.copy_(torch.rand(m.bias.shape, generator=g) + 2.0)
                 m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.2 - 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+def keep_relu_inputs_off_zero(model: torch.nn.Module, x: torch.Tensor,
+                              margin: float = 1e-3) -> torch.nn.Module:
+    """Even with beta in [2, 3] a pre-ReLU value can land within fp32 rounding of 0 (seen:
+    1.5e-6 in the paper model's Mixed_6d at 79x79), and then any two fp32 runs may disagree on
+    that ReLU's mask. In a float64 training forward, unit by unit in execution order, each
+    channel holding a pre-ReLU value within `margin` of 0 gets its BN bias shifted (by 3 or -3
+    margins, whichever leaves no value of the channel within the margin); the batch statistics
+    do not depend on the bias, so the shift moves that channel's values by exactly that much.
+    Model and input stay as they are otherwise; the same model then goes to every backend."""
+    from inception_fast.nn import ConvBNReLU
+
+    ref = copy.deepcopy(model).double().train()
+    units = dict(ref.named_modules())
+
+    def adjust(unit, args):
+        bn = unit.bn
+        with torch.no_grad():
+            y = F.conv2d(args[0], unit.conv.weight, None, unit.conv.stride, unit.conv.padding)
+            z = F.batch_norm(y, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+            for c in torch.nonzero((z.abs() < margin).flatten(2).any(2).any(0)).flatten():
+                zc = z[:, c]
+                for shift in (3 * margin, -3 * margin, 6 * margin, -6 * margin):
+                    if not ((zc + shift).abs() < margin).any():
+                        bn.bias[c] += shift
+                        break
+
+    hooks = [m.register_forward_pre_hook(adjust) for m in units.values()
+             if isinstance(m, ConvBNReLU)]
+    try:
+        ref(x.double())
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, ConvBNReLU):
+                m.bn.bias.copy_(units[name].bn.bias)
     return model
 
 
@@ -60,6 +102,7 @@ def check_against_fp64(reference: torch.nn.Module, backend: str, x: torch.Tensor
     larger of a contiguous and a channels_last fp32 run; a copy switched to `backend` must stay
     within K times that plus ATOL times the tensor's max |fp64|: eval logits, then a train
     step's logits, aux logits, input gradient, every parameter gradient, every BN buffer."""
+    keep_relu_inputs_off_zero(reference, x)
     exact = eval_and_train_step(copy.deepcopy(reference).to(device).double(),
                                 x.to(device).double())
     torch32 = [eval_and_train_step(copy.deepcopy(reference).to(device), xx.to(device))
