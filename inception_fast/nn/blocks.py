@@ -133,6 +133,7 @@ class InceptionA(_Block):
     """35x35 block (Mixed_5b-d): 1x1 | 1x1->5x5 | 1x1->3x3->3x3 | avgpool->1x1."""
 
     _FIRST = "branch1x1"
+    _MID = ("branch5x5_1", "branch5x5_2")  # the two-unit branch (the paper's Figure 5: 3x3)
 
     def __init__(self, in_channels: int, pool_features: int, backend: str = "auto"):
         super().__init__()
@@ -147,16 +148,18 @@ class InceptionA(_Block):
 
     def _forward_fused(self, x, b):
         out = _Output(x, 224 + self.branch_pool.conv.out_channels, x.shape[2], x.shape[3])
-        _, t5, t3, _ = _group([(self.branch1x1, 0, False), (self.branch5x5_1, None, False),
+        mid_1, mid_2 = (getattr(self, n) for n in self._MID)
+        _, t5, t3, _ = _group([(self.branch1x1, 0, False), (mid_1, None, False),
                                (self.branch3x3dbl_1, None, False), (self.branch_pool, 224, True)],
                               x, b, out.alias())
-        _run(self.branch5x5_2, t5, b, out.alias(), 64)
+        _run(mid_2, t5, b, out.alias(), 64)
         _run(self.branch3x3dbl_3, _run(self.branch3x3dbl_2, t3, b), b, out.alias(), 128)
         return out.result()
 
     def _forward_reference(self, x):
         b1 = self.branch1x1(x)
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        mid_1, mid_2 = (getattr(self, n) for n in self._MID)
+        b5 = mid_2(mid_1(x))
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
         return torch.cat([b1, b5, b3, bp], 1)

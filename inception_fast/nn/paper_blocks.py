@@ -12,7 +12,8 @@ Architecture", Table 1), where they differ from torchvision's layout, built from
   connected layer is batch-normalized too, not only its convolutions.
 The 8x8 module of Figure 7 is torchvision's InceptionE (identical) and is reused from blocks.py.
 
-Figures 5 and 6 share torchvision's blocks' machinery (blocks.py): on the fused backends one
+Figures 5 and 6 are InceptionA / InceptionC with their own units, so they share those blocks'
+forward (blocks.py): on the fused backends one
 output buffer whose slices the branches write, the 1x1 units reading the block input as one
 GEMM, and the pool branch's 1x1 conv inside that GEMM with its average pool after it (the
 pooling branches are average pools, 3x3, stride 1, pad 1, padding counted, as in torchvision,
@@ -31,7 +32,7 @@ from torch import nn
 from ..ops.amp import autocast_dtype, autocast_input
 from ..ops.checks import conv_out_size
 from ..ops.grid_reduction import grid_reduction
-from .blocks import _Block, _group, _Output, _run
+from .blocks import InceptionA, InceptionC, _Block
 from .conv_bn_relu import ConvBNReLU
 
 
@@ -44,19 +45,16 @@ def block_output(x: torch.Tensor, channels: int, h: int, w: int) -> torch.Tensor
                        device=x.device, memory_format=fmt)
 
 
-def _avg_pool_3x3(x: torch.Tensor) -> torch.Tensor:
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
-
-
-class InceptionFig5(_Block):
+class InceptionFig5(InceptionA):
     """35x35 module (Figure 5): 1x1 64 | 1x1 48->3x3 64 | 1x1 64->3x3 96->3x3 96 |
-    avgpool->1x1 64. 288 channels out."""
+    avgpool->1x1 64. 288 channels out. InceptionA's forward (fused and reference) with the
+    middle branch a 3x3 (branch3x3_1/2) instead of torchvision's 5x5."""
 
     out_channels = 64 + 64 + 96 + 64
-    _FIRST = "branch1x1"
+    _MID = ("branch3x3_1", "branch3x3_2")
 
     def __init__(self, in_channels: int, backend: str = "auto"):
-        super().__init__()
+        _Block.__init__(self)  # its own units, not InceptionA's
         conv = partial(ConvBNReLU, backend=backend)
         self.branch1x1 = conv(in_channels, 64, kernel_size=1)
         self.branch3x3_1 = conv(in_channels, 48, kernel_size=1)
@@ -66,62 +64,25 @@ class InceptionFig5(_Block):
         self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, padding=1)
         self.branch_pool = conv(in_channels, 64, kernel_size=1)
 
-    def _forward_fused(self, x, b):
-        out = _Output(x, self.out_channels, x.shape[2], x.shape[3])
-        _, t3, td, _ = _group([(self.branch1x1, 0, False), (self.branch3x3_1, None, False),
-                               (self.branch3x3dbl_1, None, False), (self.branch_pool, 224, True)],
-                              x, b, out.alias())
-        _run(self.branch3x3_2, t3, b, out.alias(), 64)
-        _run(self.branch3x3dbl_3, _run(self.branch3x3dbl_2, td, b), b, out.alias(), 128)
-        return out.result()
 
-    def _forward_reference(self, x):
-        b1 = self.branch1x1(x)
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([b1, b3, bd, self.branch_pool(_avg_pool_3x3(x))], 1)
-
-
-class InceptionFig6(_Block):
+class InceptionFig6(InceptionC):
     """17x17 module (Figure 6, n = 7): 1x1 192 | 1x1 c7->1x7 c7->7x1 192 |
-    1x1 c7->1x7->7x1->1x7 c7->7x1 192 | avgpool->1x1 192. 768 channels out."""
+    1x1 c7->1x7->7x1->1x7 c7->7x1 192 | avgpool->1x1 192. 768 channels out. InceptionC with
+    the double tower in the figure's order (1xn first; torchvision's starts with 7x1)."""
 
     out_channels = 4 * 192
-    _FIRST = "branch1x1"
 
     def __init__(self, in_channels: int, channels_7x7: int, backend: str = "auto"):
-        super().__init__()
+        super().__init__(in_channels, channels_7x7, backend=backend)
         conv = partial(ConvBNReLU, backend=backend)
         c7 = channels_7x7
         row = dict(kernel_size=(1, 7), padding=(0, 3))  # 1xn
         col = dict(kernel_size=(7, 1), padding=(3, 0))  # nx1
-        self.branch1x1 = conv(in_channels, 192, kernel_size=1)
-        self.branch7x7_1 = conv(in_channels, c7, kernel_size=1)
-        self.branch7x7_2 = conv(c7, c7, **row)
-        self.branch7x7_3 = conv(c7, 192, **col)
-        self.branch7x7dbl_1 = conv(in_channels, c7, kernel_size=1)
+        # Replaced in place: same names and registration order as InceptionC's.
         self.branch7x7dbl_2 = conv(c7, c7, **row)
         self.branch7x7dbl_3 = conv(c7, c7, **col)
         self.branch7x7dbl_4 = conv(c7, c7, **row)
         self.branch7x7dbl_5 = conv(c7, 192, **col)
-        self.branch_pool = conv(in_channels, 192, kernel_size=1)
-
-    def _forward_fused(self, x, b):
-        out = _Output(x, self.out_channels, x.shape[2], x.shape[3])
-        _, t7, td, _ = _group([(self.branch1x1, 0, False), (self.branch7x7_1, None, False),
-                               (self.branch7x7dbl_1, None, False), (self.branch_pool, 576, True)],
-                              x, b, out.alias())
-        _run(self.branch7x7_3, _run(self.branch7x7_2, t7, b), b, out.alias(), 192)
-        td = _run(self.branch7x7dbl_3, _run(self.branch7x7dbl_2, td, b), b)
-        _run(self.branch7x7dbl_5, _run(self.branch7x7dbl_4, td, b), b, out.alias(), 384)
-        return out.result()
-
-    def _forward_reference(self, x):
-        b1 = self.branch1x1(x)
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        bd = self.branch7x7dbl_3(self.branch7x7dbl_2(self.branch7x7dbl_1(x)))
-        bd = self.branch7x7dbl_5(self.branch7x7dbl_4(bd))
-        return torch.cat([b1, b7, bd, self.branch_pool(_avg_pool_3x3(x))], 1)
 
 
 class InceptionReduction(nn.Module):

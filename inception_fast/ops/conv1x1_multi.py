@@ -355,22 +355,6 @@ def _bwd_apply_into(g, y, a, c, k1, k2, k3, shift, dst):
                                       *dst.stride(), BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
 
 
-def _bn_bwd(g, y, a, c, mean, invstd, gamma, training):
-    """(k1, k2, k3, grad_gamma, grad_beta) of ReLU + BN backward (see kernels/bn_relu_bwd.py)."""
-    from ..kernels.bn_relu_bwd import bn_relu_bwd_reduce
-
-    sum_dz, sum_dz_yc = bn_relu_bwd_reduce(g, y, a, c, shift=mean)  # centered: see the kernel
-    grad_gamma = sum_dz_yc * invstd
-    if training:
-        m = y.shape[0] * y.shape[2] * y.shape[3]
-        k1 = gamma * invstd
-        k2 = -gamma * invstd * invstd * grad_gamma / m
-        k3 = -gamma * invstd * sum_dz / m
-    else:
-        k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
-    return k1, k2, k3, grad_gamma, sum_dz
-
-
 class _Conv1x1MultiFn(torch.autograd.Function):
     """Inputs: x, out (the block output; its written slices are marked dirty), the plan, then
     every unit's conv weight, BN weight, BN bias (plan.ordered order). Outputs: out (if given)
@@ -400,6 +384,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
         from ..kernels.avg_pool3x3 import avg_pool3x3
         from ..kernels.bn_relu_bwd import bn_relu_bwd_apply
         from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
+        from .conv_bn_relu_triton import bn_relu_bwd_coefficients
 
         plan = ctx.plan
         x, packed, y, mean, invstd, a, c, z, pm, pi, pa, pc, *bn = ctx.saved_tensors
@@ -417,8 +402,9 @@ class _Conv1x1MultiFn(torch.autograd.Function):
                  else grad_inters.pop(0))
             seg = slice(lo, lo + s)
             gam = gammas[i].float() if gammas[i] is not None else torch.ones_like(invstd[seg])
-            k1, k2, k3, gg, gb = _bn_bwd(g, y[:, seg], a[seg], c[seg], mean[seg], invstd[seg],
-                                         gam, plan.training)
+            k1, k2, k3, gg, gb = bn_relu_bwd_coefficients(g, y[:, seg], a[seg], c[seg],
+                                                          mean[seg], invstd[seg], gam,
+                                                          plan.training)
             _bwd_apply_into(g, y[:, seg], a[seg], c[seg], k1, k2, k3, mean[seg], grad_y[:, seg])
             g_gamma[i], g_beta[i] = gg, gb
             lo += s
@@ -426,7 +412,7 @@ class _Conv1x1MultiFn(torch.autograd.Function):
             u, i = plan.pool, k - 1
             g = grad_out[:, u.out_offset:u.out_offset + plan.c_pool]
             gam = gammas[i].float() if gammas[i] is not None else torch.ones_like(pi)
-            k1, k2, k3, gg, gb = _bn_bwd(g, z, pa, pc, pm, pi, gam, plan.training)
+            k1, k2, k3, gg, gb = bn_relu_bwd_coefficients(g, z, pa, pc, pm, pi, gam, plan.training)
             grad_z = bn_relu_bwd_apply(g, z, pa, pc, k1.contiguous(), k2.contiguous(),
                                        k3.contiguous(), shift=pm)
             avg_pool3x3(grad_z, out=grad_y[:, plan.c_main:])  # the pool is self-adjoint

@@ -102,6 +102,24 @@ def _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean, running_var, st
     return y, mean, invstd, a, c, (idx[0] if idx else None)
 
 
+def bn_relu_bwd_coefficients(g, y, a, c, mean, invstd, gamma, training):
+    """ReLU + BN backward from the pre-BN y and the upstream g: (k1, k2, k3) for
+    bn_relu_bwd_apply (dy = k1*dz + k2*(y - mean) + k3), and the gamma / beta gradients.
+    Shared by every Triton op with a BN+ReLU epilogue (also ops/conv1x1_multi.py)."""
+    from ..kernels.bn_relu_bwd import bn_relu_bwd_reduce
+
+    sum_dz, sum_dz_yc = bn_relu_bwd_reduce(g, y, a, c, shift=mean)  # centered: see the kernel
+    grad_gamma = sum_dz_yc * invstd
+    if training:
+        m = y.shape[0] * y.shape[2] * y.shape[3]
+        k1 = gamma * invstd
+        k2 = -gamma * invstd * invstd * grad_gamma / m
+        k3 = -gamma * invstd * sum_dz / m
+    else:
+        k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
+    return k1, k2, k3, grad_gamma, sum_dz
+
+
 def _pool_view(out, pool_offset, x):
     return None if pool_offset is None else out[:, pool_offset:pool_offset + x.shape[1]]
 
@@ -140,7 +158,7 @@ class _ConvBNReLUFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
+        from ..kernels.bn_relu_bwd import bn_relu_bwd_apply
         from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
         from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
 
@@ -157,19 +175,11 @@ class _ConvBNReLUFn(torch.autograd.Function):
                 if pool_offset is not None:
                     _pool_view(grad_out_full, pool_offset, x).zero_()
             grad = grad[:, out_offset:out_offset + c_out]
-        # Centered on the (batch or running) mean: see kernels/bn_relu_bwd.py.
-        sum_dz, sum_dz_yc = bn_relu_bwd_reduce(grad, y, a, c, shift=mean)
         gamma = bn_weight.float() if bn_weight is not None else torch.ones_like(invstd)
-        grad_gamma = sum_dz_yc * invstd
+        k1, k2, k3, grad_gamma, sum_dz = bn_relu_bwd_coefficients(grad, y, a, c, mean, invstd,
+                                                                  gamma, training)
         grad_x = grad_w = None
         if need_x or need_w:
-            if training:
-                m = y.shape[0] * y.shape[2] * y.shape[3]
-                k1 = gamma * invstd
-                k2 = -gamma * invstd * invstd * grad_gamma / m
-                k3 = -gamma * invstd * sum_dz / m
-            else:
-                k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
             grad_y = bn_relu_bwd_apply(grad, y, a, c, k1.contiguous(), k2.contiguous(),
                                        k3.contiguous(), shift=mean)
             if need_x:
