@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import STAT_ROWS
+from .conv2d_fwd import STAT_ROWS, store_group_stats
 from .dtypes import check_kernel_dtype, interpreter_on
 
 
@@ -54,21 +54,8 @@ def _avg_pool3x3_kernel(x_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr, M, C, H, W,
     if RELU:
         acc = tl.maximum(acc, 0.0)
     if STATS:
-        # Per group of STAT_R rows: sum and M2 (squared deviations from the group mean).
-        G: tl.constexpr = BLOCK_M // STAT_R
-        valid = m_ok.to(tl.float32)
-        acc3 = tl.reshape(acc * valid[:, None], (G, STAT_R, BLOCK_C))
-        valid3 = tl.reshape(valid, (G, STAT_R))
-        cnt = tl.sum(valid3, axis=1)
-        gsum = tl.sum(acc3, axis=1)
-        gmean = gsum / tl.maximum(cnt, 1.0)[:, None]
-        dev = (acc3 - gmean[:, None, :]) * valid3[:, :, None]
-        gm2 = tl.sum(dev * dev, axis=1)
-        rows = pid_m * G + tl.arange(0, G)
-        p_off = rows[:, None].to(tl.int64) * C + offs_c[None, :]
-        p_mask = (rows < tl.cdiv(M, STAT_R))[:, None] & c_ok[None, :]
-        tl.store(psum_ptr + p_off, gsum, mask=p_mask)
-        tl.store(pm2_ptr + p_off, gm2, mask=p_mask)
+        store_group_stats(acc, m_ok, offs_c, c_ok, pid_m, M, C, psum_ptr, pm2_ptr, STAT_R,
+                          BLOCK_M, BLOCK_C)
     y_ptrs = y_ptr + (n * syn + h * syh + w * syw)[:, None] + (offs_c * syc)[None, :]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])
 

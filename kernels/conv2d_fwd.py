@@ -102,6 +102,28 @@ def mma(a, b, acc, IEEE: tl.constexpr):
 
 
 @triton.jit
+def store_group_stats(acc, m_ok, offs_n, n_ok, pid_m, M, C, psum_ptr, pm2_ptr,
+                      STAT_R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """BN partial statistics of an fp32 [BLOCK_M, BLOCK_N] tile (rows m < M valid): per group
+    of STAT_R rows, the sum and M2 = sum of squared deviations from the group mean, stored at
+    row pid_m * (BLOCK_M // STAT_R) + group of the [ceil(M / STAT_R), C] partial buffers."""
+    G: tl.constexpr = BLOCK_M // STAT_R
+    valid = m_ok.to(tl.float32)
+    acc3 = tl.reshape(acc * valid[:, None], (G, STAT_R, BLOCK_N))
+    valid3 = tl.reshape(valid, (G, STAT_R))
+    cnt = tl.sum(valid3, axis=1)
+    gsum = tl.sum(acc3, axis=1)
+    gmean = gsum / tl.maximum(cnt, 1.0)[:, None]
+    dev = (acc3 - gmean[:, None, :]) * valid3[:, :, None]
+    gm2 = tl.sum(dev * dev, axis=1)
+    rows = pid_m * G + tl.arange(0, G)
+    p_off = rows[:, None].to(tl.int64) * C + offs_n[None, :]
+    p_mask = (rows < tl.cdiv(M, STAT_R))[:, None] & n_ok[None, :]
+    tl.store(psum_ptr + p_off, gsum, mask=p_mask)
+    tl.store(pm2_ptr + p_off, gm2, mask=p_mask)
+
+
+@triton.jit
 def conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW,
                   y_ptr, syn, syc, syh, syw, bias_ptr, psum_ptr, pm2_ptr,
                   HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
@@ -115,22 +137,8 @@ def conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW,
     if RELU:
         acc = tl.maximum(acc, 0.0)
     if STATS:
-        # Per group of STAT_R rows: sum and M2 = sum of squared deviations from the group mean.
-        G: tl.constexpr = BLOCK_M // STAT_R
-        valid = m_ok.to(tl.float32)
-        acc3 = tl.reshape(acc * valid[:, None], (G, STAT_R, BLOCK_N))
-        valid3 = tl.reshape(valid, (G, STAT_R))
-        cnt = tl.sum(valid3, axis=1)
-        gsum = tl.sum(acc3, axis=1)
-        gmean = gsum / tl.maximum(cnt, 1.0)[:, None]
-        dev = (acc3 - gmean[:, None, :]) * valid3[:, :, None]
-        gm2 = tl.sum(dev * dev, axis=1)
-        rows = pid_m * G + tl.arange(0, G)
-        n_groups = tl.cdiv(M, STAT_R)
-        p_off = rows[:, None].to(tl.int64) * C_out + offs_n[None, :]
-        p_mask = (rows < n_groups)[:, None] & n_ok[None, :]
-        tl.store(psum_ptr + p_off, gsum, mask=p_mask)
-        tl.store(pm2_ptr + p_off, gm2, mask=p_mask)
+        store_group_stats(acc, m_ok, offs_n, n_ok, pid_m, M, C_out, psum_ptr, pm2_ptr, STAT_R,
+                          BLOCK_M, BLOCK_N)
     ohw = OH * OW
     n_idx = (offs_m // ohw).to(tl.int64)
     rem = offs_m % ohw
