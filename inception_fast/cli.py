@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "build-ext": ("inception_fast.info_build", "compile the CUDA C++ extension now (JIT, ninja)"),
     "train": ("inception_fast.train.cli", "train inception_v3 (default: bundled digits data set)"),
     "profile": ("inception_fast.profile", "profile training/inference steps with torch.profiler"),
+    "kernels": ("inception_fast.kernel_report.cli",
+                "static sm_90 report of every kernel variant and the traffic per layer (no GPU)"),
 }
 
 

@@ -1,0 +1,86 @@
+"""`inception-fast kernels`: the static kernel report (see the package doc)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ["TRITON_INTERPRET"] = "0"  # every host decision the GPU's; set before triton loads
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default="inception_v3", choices=["inception_v3",
+                                                                 "inception_v3_paper"])
+    p.add_argument("--size", type=int, default=299, help="input size (299, 151, 79)")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--dtype", default="bf16", help="comma list of bf16, fp16, fp32")
+    p.add_argument("--mode", default="train,eval", help="comma list of train, eval")
+    p.add_argument("--arch", type=int, default=90, help="compute capability (90, 80)")
+    p.add_argument("--configs", default="first", choices=["first", "all"],
+                   help="compile the first autotune config each launch keeps (compact, CI) or "
+                        "all of them (what a GPU's first step compiles)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count(), help="compile processes")
+    p.add_argument("--no-cuda", action="store_true", help="skip the CUDA C++ objects")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default bench/results/static-<date>-sm<arch>)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _cuda_build_dir(arch: int) -> Path | None:
+    """The extension build's folder, building it if needed; None (with a line saying why)
+    when there is no toolkit or no CUDA torch."""
+    from inception_fast import _build, ext
+    why = _build.cannot_build_reason()
+    if why:
+        print(f"CUDA C++ kernels not reported: {why}", file=sys.stderr)
+        return None
+    try:
+        ext.load()
+    except RuntimeError as e:
+        print(f"CUDA C++ kernels not reported: {e}", file=sys.stderr)
+        return None
+    return ext.build_dir()
+
+
+def run(args) -> int:
+    from .build import ROOT, build
+    from .collect import Workload
+    from .render import write
+
+    works = [Workload(args.model, args.size, args.batch, d, m)
+             for d in args.dtype.split(",") for m in args.mode.split(",")]
+    t0 = time.time()
+    n = [0]
+
+    def progress(rec):
+        n[0] += 1
+        if not args.quiet:
+            print(f"[{n[0]:4d} {time.time() - t0:6.0f}s] {rec['kernel']} {rec['config']} "
+                  f"{rec.get('error', '')[:120]}", flush=True)
+
+    cuda_dir = None if args.no_cuda else _cuda_build_dir(args.arch)
+    rep = build(works, args.arch, args.configs, args.jobs, cuda_dir, progress)
+    rep["meta"]["wall_s"] = round(time.time() - t0, 1)
+    rep["meta"]["jobs"] = args.jobs
+    out = args.out or ROOT / "bench" / "results" / f"static-{rep['meta']['date']}-sm{args.arch}"
+    write(rep, out)
+    g = rep["gate"]
+    print(f"wrote {out}/report.md: {len(rep['variants'])} variants in {time.time() - t0:.0f} s; "
+          f"gate: {len(g['failures'])} failing, {len(g['new'])} new, {len(g['fixed'])} fixed")
+    for k, r in g["new"]:
+        print(f"  NEW failure: {k} {r}")
+    for k, r in g["fixed"]:
+        print(f"  fixed (delete from known_failures.txt): {k} {r}")
+    return 1 if g["new"] or g["fixed"] else 0
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(prog="inception-fast kernels", description=__doc__)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

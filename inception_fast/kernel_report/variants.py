@@ -1,0 +1,103 @@
+"""Compile kernel variants (in parallel worker processes) and read each binary: one record per
+variant with everything the report's kernel table shows."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import traceback
+
+from . import ir, sass
+from .jit_launch import Specialized, compile_specialized
+
+# Hopper (H100 / H200) per-SM and per-block limits.
+SMEM_PER_BLOCK = 227 * 1024
+SMEM_PER_SM = 228 * 1024
+SMEM_RESERVED_PER_BLOCK = 1024
+REGS_PER_SM = 65536
+MAX_WARPS_PER_SM = 64
+MAX_BLOCKS_PER_SM = 32
+
+TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_C", "BLOCK_G", "BLOCK_R", "BLOCK")
+
+
+def occupancy(regs: int, shared: int, warps: int) -> int:
+    """Blocks per SM on Hopper from registers (allocated per warp in units of 256), shared
+    memory and warps (the CUDA occupancy calculator's rules)."""
+    if shared > SMEM_PER_BLOCK:
+        return 0
+    per_warp = -(-max(regs, 1) * 32 // 256) * 256
+    by_regs = (REGS_PER_SM // per_warp) // warps
+    by_smem = SMEM_PER_SM // (shared + SMEM_RESERVED_PER_BLOCK)
+    return max(0, min(by_regs, by_smem, MAX_WARPS_PER_SM // warps, MAX_BLOCKS_PER_SM))
+
+
+def describe(spec: Specialized) -> tuple[str, str]:
+    """(config, flags): the tile constexprs with warps / stages, and the other constexprs."""
+    cv = spec.constexpr_values()
+    tiles = " ".join(f"{k[6:] if k.startswith('BLOCK_') else k}={cv[k]}"
+                     for k in TILE_KEYS if k in cv)
+    cfg = f"{tiles} w{spec.options.num_warps} s{spec.options.num_stages}".strip()
+    names = {p.name for p in spec.jit.params if p.is_constexpr}
+    flags = " ".join(f"{k}={v}" for k, v in cv.items() if k in names and k not in TILE_KEYS)
+    return cfg, flags
+
+
+def inspect(spec: Specialized) -> dict:
+    """Compile one variant and read its binary and IR."""
+    cfg, flags = describe(spec)
+    rec = dict(kernel=spec.name, config=cfg, flags=flags, arch=spec.target.arch,
+               warps=spec.options.num_warps, stages=spec.options.num_stages,
+               dtypes=",".join(sorted({t[1:] for t in spec.signature.values()
+                                       if isinstance(t, str) and t.startswith("*")})))
+    t0 = time.perf_counter()
+    try:
+        k = compile_specialized(spec)
+    except Exception as e:  # the compiler's own words go into the report
+        rec.update(error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}",
+                   trace=traceback.format_exc(limit=2)[-1500:],
+                   compile_s=time.perf_counter() - t0)
+        return rec
+    rec["compile_s"] = round(time.perf_counter() - t0, 2)
+    cubin = k.asm["cubin"]
+    res = sass.resources(cubin).get(spec.name, {})
+    mix = sass.summarize(sass.sass(cubin)[spec.name])
+    shared = int(k.metadata.shared) + res.get("shared_static", 0)
+    rec.update(regs=res.get("regs"), stack=res.get("stack"), spill_bytes=res.get("local"),
+               shared=shared, fits=shared <= SMEM_PER_BLOCK, **mix,
+               **ir.pipeline(k.asm["ttgir"]),
+               wgmma_ptx=k.asm["ptx"].count("wgmma.mma_async"),
+               cp_async_ptx=k.asm["ptx"].count("cp.async.cg") + k.asm["ptx"].count("cp.async.ca"))
+    rec["blocks_per_sm"] = occupancy(rec["regs"] or 0, shared, rec["warps"])
+    rec["warps_per_sm"] = rec["blocks_per_sm"] * rec["warps"]
+    params = [p.name for p in spec.jit.params if not p.is_constexpr]
+    acc = ir.pointer_access(k.asm["ttir"], params)
+    rec["reads"], rec["writes"] = sorted(acc["read"]), sorted(acc["write"])
+    return rec
+
+
+_TASKS: list[Specialized] = []
+
+
+def _work(i: int) -> tuple[int, dict]:
+    return i, inspect(_TASKS[i])
+
+
+def inspect_all(specs: list[Specialized], jobs: int | None = None, progress=None) -> list[dict]:
+    """inspect() of each spec, in `jobs` forked worker processes (default: all cores)."""
+    global _TASKS
+    jobs = jobs or os.cpu_count() or 1
+    _TASKS = list(specs)
+    out: list[dict | None] = [None] * len(specs)
+    if jobs == 1 or len(specs) <= 1:
+        for i in range(len(specs)):
+            out[i] = _work(i)[1]
+            if progress:
+                progress(out[i])
+        return out
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for i, rec in pool.imap_unordered(_work, range(len(specs))):
+            out[i] = rec
+            if progress:
+                progress(rec)
+    return out
