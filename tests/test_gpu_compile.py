@@ -4,7 +4,6 @@ The interpreter runs the kernels' maths but never lowers them; tests/gpu_compile
 model's ops with every launch replaced by a compile for sm_90 (module doc there). Here: one
 variant per kernel, argument types and structural flags, in fp16, bf16 and fp32 (~2 min on
 2 cores); `python tests/gpu_compile.py` alone compiles every variant and autotune config."""
-import ast
 import os
 import subprocess
 import sys
@@ -14,19 +13,9 @@ import pytest
 import torch
 
 from inception_fast.backends import why_unavailable
+from inception_fast.kernel_report.gate import kernels_defined
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _kernels_defined():
-    """Names of the @triton.jit functions named *_kernel in kernels/ (parsed, not imported)."""
-    names = set()
-    for path in (ROOT / "kernels").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and node.name.endswith("_kernel") and any(
-                    "jit" in ast.unparse(d) for d in node.decorator_list):
-                names.add(node.name)
-    return names
 
 
 @pytest.mark.skipif(torch.cuda.is_available(),
@@ -40,5 +29,5 @@ def test_every_triton_kernel_compiles_for_sm90():
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "failed 0" in r.stdout, out[-6000:]
     compiled = {line.split()[1] for line in r.stdout.splitlines() if line.startswith("ok ")}
-    missing = _kernels_defined() - compiled
+    missing = kernels_defined() - compiled
     assert not missing, f"kernels no workload in tests/gpu_compile.py launches: {sorted(missing)}"
