@@ -95,7 +95,7 @@ def build(works: list[Workload], arch: int = 90, configs: str = "first", jobs: i
             chosen.setdefault(key, spec)
         for la in c.launches:
             for spec in la.variants:
-                where[spec.cache_key()].add(f"{c.work.dtype} {c.work.mode}: {la.layer}")
+                where[spec.cache_key()].add(f"{c.work.where}: {la.layer}")
     keys = list(chosen)
     recs = inspect_all([chosen[k] for k in keys], jobs, progress)
     by_key = dict(zip(keys, recs))
@@ -124,7 +124,7 @@ def build(works: list[Workload], arch: int = 90, configs: str = "first", jobs: i
         from . import cuda_kernels
         report["cuda"] = cuda_kernels.report(cuda_build_dir, arch)
     launched = {r["kernel"] for r in recs}
-    report["gate"] = gate.evaluate(report, launched)
+    report["gate"] = gate.evaluate(report, launched, configs)
     return report
 
 

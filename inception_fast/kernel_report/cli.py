@@ -1,8 +1,10 @@
 """`inception-fast kernels`: the static kernel report (see the package doc)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,12 +12,13 @@ os.environ["TRITON_INTERPRET"] = "0"  # every host decision the GPU's; set befor
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default="inception_v3", choices=["inception_v3",
-                                                                 "inception_v3_paper"])
+    p.add_argument("--model", default="inception_v3,units",
+                   help="comma list of inception_v3, inception_v3_paper, units (the fused op's "
+                        "paths the model does not take; its own input, ignores --size)")
     p.add_argument("--size", type=int, default=299, help="input size (299, 151, 79)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--dtype", default="bf16", help="comma list of bf16, fp16, fp32")
-    p.add_argument("--mode", default="train,eval", help="comma list of train, eval")
+    p.add_argument("--mode", default="train,train-joint,eval", help="comma list of train, train-joint (the joint-optimization loss), eval")
     p.add_argument("--arch", type=int, default=90, help="compute capability (90, 80)")
     p.add_argument("--configs", default="first", choices=["first", "all"],
                    help="compile the first autotune config each launch keeps (compact, CI) or "
@@ -24,6 +27,10 @@ def add_arguments(p) -> None:
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA C++ objects")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default bench/results/static-<date>-sm<arch>)")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="use Triton's usual cache (a rerun is fast, compile seconds are not "
+                        "cold); default: a fresh cache, so the report's compile seconds are "
+                        "what a GPU's first step pays")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -43,13 +50,28 @@ def _cuda_build_dir(arch: int) -> Path | None:
     return ext.build_dir()
 
 
+@contextlib.contextmanager
+def _fresh_triton_cache():
+    """Compile into an empty, temporary Triton cache (cold compile seconds)."""
+    from triton import knobs
+
+    saved = knobs.cache.dir
+    with tempfile.TemporaryDirectory(prefix="ifast-kernels-") as d:
+        knobs.cache.dir = d
+        try:
+            yield
+        finally:
+            knobs.cache.dir = saved
+
+
 def run(args) -> int:
     from .build import ROOT, build
     from .collect import Workload
     from .render import write
 
-    works = [Workload(args.model, args.size, args.batch, d, m)
-             for d in args.dtype.split(",") for m in args.mode.split(",")]
+    works = [Workload(n, args.size, args.batch, d, m) for n in args.model.split(",")
+             for d in args.dtype.split(",") for m in args.mode.split(",")
+             if not (n == "units" and m == "train-joint")]  # units have no loss head
     t0 = time.time()
     n = [0]
 
@@ -60,7 +82,10 @@ def run(args) -> int:
                   f"{rec.get('error', '')[:120]}", flush=True)
 
     cuda_dir = None if args.no_cuda else _cuda_build_dir(args.arch)
-    rep = build(works, args.arch, args.configs, args.jobs, cuda_dir, progress)
+    with contextlib.ExitStack() as stack:
+        if not args.warm_cache:
+            stack.enter_context(_fresh_triton_cache())
+        rep = build(works, args.arch, args.configs, args.jobs, cuda_dir, progress)
     rep["meta"]["wall_s"] = round(time.time() - t0, 1)
     rep["meta"]["jobs"] = args.jobs
     out = args.out or ROOT / "bench" / "results" / f"static-{rep['meta']['date']}-sm{args.arch}"

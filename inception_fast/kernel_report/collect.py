@@ -17,15 +17,26 @@ class Workload:
     size: int
     batch: int
     dtype: str  # "bf16" | "fp16" | "fp32"
-    mode: str   # "train" | "eval"
+    mode: str   # "train" | "train-joint" | "eval"
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return workload.DTYPES[self.dtype]
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        return workload.input_shape(self.model, self.batch, self.size)
+
+    @property
     def tag(self) -> str:
-        return f"{self.model} {self.size} b{self.batch} {self.dtype} {self.mode}"
+        size = "x".join(map(str, self.shape[1:])) if self.model == "units" else self.size
+        return f"{self.model} {size} b{self.batch} {self.dtype} {self.mode}"
+
+    @property
+    def where(self) -> str:
+        """How the kernel table names this workload (the model only when not the default)."""
+        model = "" if self.model == "inception_v3" else f"{self.model} "
+        return f"{model}{self.dtype} {self.mode}"
 
 
 @dataclass
@@ -43,14 +54,14 @@ def collect(w: Workload, target) -> Collected:
         net = workload.build_model(w.model, w.size, dt, "triton")
         with capture.ModuleLabels(net) as lab, capture.recording(target, lab) as launches, \
                 traffic.AtenCounter(lambda: (lab.current(), lab.phase())) as ours:
-            workload.step(net, w.batch, w.size, dt, w.mode)
+            workload.step(net, w.shape, dt, w.mode, "triton")
     ref = workload.build_model(w.model, w.size, dt, "torch")
     fewest = traffic.ModuleIO()
-    hooks = [m.register_forward_hook(fewest.hook(n, w.mode == "train"))
+    hooks = [m.register_forward_hook(fewest.hook(n, w.mode != "eval"))
              for n, m in ref.named_children()]
     with capture.ModuleLabels(ref) as lab, \
             traffic.AtenCounter(lambda: (lab.current(), lab.phase())) as eager:
-        workload.step(ref, w.batch, w.size, dt, w.mode)
+        workload.step(ref, w.shape, dt, w.mode, "torch")
     for h in hooks:
         h.remove()
     return Collected(w, launches, ours, eager, fewest)

@@ -21,9 +21,11 @@ def demangle(names: list[str]) -> list[str]:
 
 
 def short_name(demangled: str) -> str:
-    """ifast::(anonymous namespace)::asym_conv_wmma_kernel<__half>(...) ->
+    """void ifast::(anonymous namespace)::asym_conv_wmma_kernel<__half>(...) ->
     asym_conv_wmma_kernel<__half>"""
-    head = demangled.split("(", 1)[0]
+    head = demangled.replace("(anonymous namespace)::", "").split("(", 1)[0]
+    if head.startswith("void "):
+        head = head[len("void "):]
     return head.rsplit("::", 1)[-1]
 
 

@@ -1,6 +1,8 @@
 """The report's pass / fail rules, and the list of today's known failures that the kernel
-work must empty (known_failures.txt beside this file: one `kernel  rule` a line; an entry
-that no longer fails must be deleted, so the list only shrinks).
+work must empty (known_failures.txt beside this file: one `kernel  rule  scope` a line, scope
+`first` when the compact run (the first config each launch keeps, what CI compiles) shows it
+and `all` when only the full run (every config pruning keeps) does; an entry that no longer
+fails must be deleted, so the list only shrinks).
 
 Rules, for every kernel variant on the model's path:
   compile-error   the GPU compiler rejects it
@@ -22,7 +24,18 @@ import re
 from pathlib import Path
 
 KNOWN = Path(__file__).with_name("known_failures.txt")
-KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
+SCOPES = ("first", "all")
+
+
+def _kernels_dir() -> Path:
+    """Where inception_fast.kernels lives (the repo's kernels/, installed under that name),
+    found without importing it (and Triton with it)."""
+    import importlib.util
+
+    return Path(importlib.util.find_spec("inception_fast.kernels").origin).parent
+
+
+KERNELS_DIR = _kernels_dir()
 
 
 def kernels_defined(root: Path = KERNELS_DIR) -> set[str]:
@@ -74,20 +87,29 @@ def cuda_failures(rec: dict) -> list[str]:
     return out
 
 
-def read_known(path: Path = KNOWN) -> set[tuple[str, str]]:
+def read_known(path: Path = KNOWN) -> dict[tuple[str, str], str]:
+    """{(kernel, rule): scope} from the known-failures list."""
     if not path.exists():
-        return set()
-    out = set()
-    for line in path.read_text().splitlines():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        if line:
-            kernel, rule = line.split()
-            out.add((kernel, rule))
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[2] not in SCOPES:
+            raise ValueError(f"{path.name}:{n}: want `kernel rule scope` with scope one of "
+                             f"{SCOPES}, got {line!r}")
+        out[(parts[0], parts[1])] = parts[2]
     return out
 
 
-def evaluate(report: dict, launched: set[str]) -> dict:
-    """{failures: [(kernel, rule, count)], new: [...], fixed: [...]} against the known list."""
+def evaluate(report: dict, launched: set[str], configs: str = "first",
+             known: dict[tuple[str, str], str] | None = None) -> dict:
+    """{failures: [(kernel, rule, count)], new: [...], fixed: [...]} against the known list.
+
+    A compact run (configs "first") compiles a subset, so it can only declare fixed what the
+    list says the compact run shows (scope `first`); a full run judges every entry."""
     found: dict[tuple[str, str], int] = {}
     for rec in report["variants"]:
         for rule in variant_failures(rec):
@@ -97,9 +119,10 @@ def evaluate(report: dict, launched: set[str]) -> dict:
             found[(rec["kernel"], rule)] = found.get((rec["kernel"], rule), 0) + 1
     for k in sorted(kernels_defined() - launched):
         found[(k, "unlaunched")] = 1
-    known = read_known()
+    known = read_known() if known is None else known
+    judged = {k for k, scope in known.items() if configs == "all" or scope == "first"}
     # Only kernels this run looked at can be declared fixed (no CUDA build: no CUDA verdicts).
     seen = launched | kernels_defined() | {r["kernel"] for r in report.get("cuda", [])}
     return dict(failures=[[k, r, n] for (k, r), n in sorted(found.items())],
-                new=sorted([list(x) for x in set(found) - known]),
-                fixed=sorted([list(x) for x in known - set(found) if x[0] in seen]))
+                new=sorted([list(x) for x in set(found) - set(known)]),
+                fixed=sorted([list(x) for x in judged - set(found) if x[0] in seen]))

@@ -26,7 +26,8 @@ HBM_BYTES_PER_S = 3.35e12
 _NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
               "lift_fresh", "detach", "alias", "_local_scalar_dense", "set_", "resize_",
               "is_same_size", "_has_same_storage_numel", "sym_size", "sym_stride", "size",
-              "stride", "storage_offset", "sym_numel", "sym_storage_offset", "dim"}
+              "stride", "storage_offset", "sym_numel", "sym_storage_offset", "dim",
+              "_unsafe_view", "as_strided_"}  # views the schema does not mark as such
 
 
 @dataclass

@@ -12,18 +12,42 @@ import contextlib
 import torch
 from torch import nn
 
-MODES = ("train", "eval")
+MODES = ("train", "train-joint", "eval")
+AUX_WEIGHT = 0.4  # the trainer's default --aux-weight
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+MODELS = ("inception_v3", "inception_v3_paper", "units")
+# "units": the fused op's paths the model at 299 does not take (a library user's convs): a
+# 1x3 without padding and a 7x1 whose taps span more rows than a halo tile (W = 28: larger
+# inputs), both the taps-loop kernel. Its input is fixed (ignores --size).
+UNITS_INPUT = (64, 30, 30)
+
+
+def _units(backend: str) -> nn.Module:
+    from inception_fast.nn import ConvBNReLU
+
+    return nn.Sequential(ConvBNReLU(64, 48, (1, 3), padding=0, backend=backend),
+                         ConvBNReLU(48, 48, (7, 1), padding=(3, 0), backend=backend))
+
+
+def input_shape(model: str, batch: int, size: int) -> tuple[int, ...]:
+    return (batch, *UNITS_INPUT) if model == "units" else (batch, 3, size, size)
 
 
 def build_model(model: str, size: int, dtype: torch.dtype, backend: str) -> nn.Module:
     import inception_fast
 
-    make = {"inception_v3": inception_fast.inception_v3,
-            "inception_v3_paper": inception_fast.inception_v3_paper}[model]
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     with torch.device("meta"), triton_on_meta():
-        net = make(backend=backend, input_size=size, init_weights=False) \
-            if model == "inception_v3" else make(backend=backend, input_size=size)
+        if model == "units":
+            net = _units(backend)
+        elif model == "inception_v3":
+            net = inception_fast.inception_v3(backend=backend, input_size=size,
+                                              init_weights=False)
+        else:
+            net = inception_fast.inception_v3_paper(backend=backend, input_size=size)
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.to(dtype)
@@ -46,10 +70,27 @@ def triton_on_meta():
         dtypes.check_runnable, backends.triton_interpreter_on = saved
 
 
-def step(net: nn.Module, batch: int, size: int, dtype: torch.dtype, mode: str) -> None:
-    """One step of `mode` on a meta batch; train: the label-smoothing loss of the logits (plus
-    0.4 x the aux logits where the head runs) and its backward."""
-    x = torch.empty(batch, 3, size, size, device="meta", dtype=dtype).contiguous(
+def loss_of(logits: torch.Tensor, mode: str, backend: str) -> torch.Tensor:
+    """The trainer's criterion (train/loop.py) on one head: label-smoothing cross-entropy
+    ("train") or the joint-optimization loss of stage 1 with --joint-opt ("train-joint")."""
+    from inception_fast.losses import joint_optimization_loss, label_smoothing_cross_entropy
+
+    loss_backend = "triton" if backend == "triton" else "torch"
+    if mode == "train":
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return label_smoothing_cross_entropy(logits, target, eps=0.1, backend=loss_backend)
+    soft = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
+    return joint_optimization_loss(logits, soft, backend=loss_backend)[0]
+
+
+def step(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, mode: str,
+         backend: str = "triton") -> None:
+    """One step of `mode` on a meta batch; train modes: the trainer's loss of the logits plus
+    AUX_WEIGHT x the same loss of the aux logits (where the head runs), and its backward (the
+    sum of the output for a model without a classifier)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    x = torch.empty(shape, device="meta", dtype=dtype).contiguous(
         memory_format=torch.channels_last)
     if mode == "eval":
         net.eval()
@@ -59,7 +100,7 @@ def step(net: nn.Module, batch: int, size: int, dtype: torch.dtype, mode: str) -
     net.train()
     out = net(x)
     logits, aux = (out.logits, out.aux_logits) if hasattr(out, "logits") else (out, None)
-    loss = logits.float().sum()
+    loss = loss_of(logits, mode, backend) if logits.dim() == 2 else logits.float().sum()
     if aux is not None:
-        loss = loss + 0.4 * aux.float().sum()
+        loss = loss + AUX_WEIGHT * loss_of(aux, mode, backend)
     loss.backward()
