@@ -1,7 +1,6 @@
-"""Inception-v3's convolution layers as data: the table of ../shared/inception_v3_layers.md
-(torchvision's layout, train mode with the aux head, 299x299 input), copied here so the
-benchmarks run where that file is absent (the GPU machine). bench/test_layer_table.py checks it
-against torchvision's model, so a typo here fails a test.
+"""Inception-v3's convolution layers as data: the table of docs/inception_v3_layers.md
+(torchvision's layout, train mode with the aux head, 299x299 input) in Python.
+bench/test_layer_table.py checks it against torchvision's model, so a typo here fails a test.
 
 FLOPs are 2 x multiply-adds; a training step (fwd + bwd) counts 3 x the forward."""
 from __future__ import annotations

@@ -58,7 +58,7 @@ def test_table_flops():
 
 def test_distinct_configurations():
     distinct = L.distinct_layers()
-    assert len(distinct) == 45  # 43 in the main network (DESIGN.md) + the aux head's 2
+    assert len(distinct) == 45  # 43 in the main network (docs/DESIGN.md) + the aux head's 2
     assert len(L.distinct_layers([lay for lay in L.LAYERS if not lay.name.startswith("Aux")])) == 43
     assert sum(len(names) for _, names in distinct) == len(L.LAYERS)
     first, names = next(d for d in distinct if d[0].name == "Mixed_6b.branch1x1")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 # Dense tensor-core peaks (TFLOP/s) by device-name substring, most specific first.
-# H100 SXM: 989 bf16/fp16, 494 TF32 (DESIGN.md); H200 has the same compute.
+# H100 SXM: 989 bf16/fp16, 494 TF32 (docs/DESIGN.md); H200 has the same compute.
 PEAK_TFLOPS = (
     ("H100 PCIe", {"bf16": 756.0, "fp16": 756.0, "fp32": 378.0}),
     ("H100", {"bf16": 989.0, "fp16": 989.0, "fp32": 494.0}),

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
                                 reason=f"triton backend unavailable: {why_unavailable('triton')}")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
-# Every distinct (C_in, C_out, kernel, stride, padding) of /work/shared/inception_v3_layers.md
+# Every distinct (C_in, C_out, kernel, stride, padding) of docs/inception_v3_layers.md
 # (44 of the 96 convs), with the layer's input size shrunk to (H, W), W != H where possible.
 LAYERS = [
     pytest.param(3, 32, (3, 3), 2, (0, 0), (11, 10), id="Conv2d_1a_3x3"),

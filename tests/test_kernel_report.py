@@ -139,3 +139,11 @@ def test_gate(tmp_path):
     assert all("compile_s" in v for v in rep["variants"])
     if rep["cuda"]:
         assert all(c["kernel"] for c in rep["cuda"])
+
+
+def test_spills_are_counted_from_the_stack_frame():
+    """ptxas puts spills in the stack frame; cuobjdump's LOCAL stays 0 for them."""
+    from inception_fast.kernel_report.sass import spill_bytes
+    assert spill_bytes(dict(local=0, stack=472), spill_insns=240) == 472
+    assert spill_bytes(dict(local=0, stack=16), spill_insns=0) == 0   # a stack, no spills
+    assert spill_bytes(dict(local=64, stack=0), spill_insns=4) == 64

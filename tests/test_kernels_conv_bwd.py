@@ -11,7 +11,7 @@ from inception_fast.kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # Every kernel / stride / padding combination of Inception-v3's layer table
-# (/work/shared/inception_v3_layers.md), channels and H/W shrunk; batch 2.
+# (docs/inception_v3_layers.md), channels and H/W shrunk; batch 2.
 # (layer, C_in, C_out, H, W, kernel, stride, padding)
 TABLE = [
     ("Conv2d_1a_3x3", 3, 16, 15, 15, (3, 3), 2, (0, 0)),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -31,6 +32,9 @@ def add_arguments(p) -> None:
                    help="use Triton's usual cache (a rerun is fast, compile seconds are not "
                         "cold); default: a fresh cache, so the report's compile seconds are "
                         "what a GPU's first step pays")
+    p.add_argument("--write-verdicts", action="store_true",
+                   help="with --configs all: compile every config (no verdict pruning) and "
+                        "rewrite kernels/config_verdicts.json from what cannot launch or spills")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -65,8 +69,14 @@ def _fresh_triton_cache():
 
 
 def run(args) -> int:
+    if args.write_verdicts and args.configs != "all":
+        print("--write-verdicts needs --configs all (every config judged)", file=sys.stderr)
+        return 2
     from .build import ROOT, build
     from .collect import Workload
+    from inception_fast.kernels import configs
+
+    from . import verdicts
     from .render import write
 
     works = [Workload(n, args.size, args.batch, d, m) for n in args.model.split(",")
@@ -85,11 +95,20 @@ def run(args) -> int:
     with contextlib.ExitStack() as stack:
         if not args.warm_cache:
             stack.enter_context(_fresh_triton_cache())
+        if args.write_verdicts:
+            stack.enter_context(configs.verdicts_disabled())
         rep = build(works, args.arch, args.configs, args.jobs, cuda_dir, progress)
     rep["meta"]["wall_s"] = round(time.time() - t0, 1)
+    rep["meta"]["verdicts_disabled"] = args.write_verdicts
+    if configs.VERDICTS.exists():
+        rep["pruned"] = json.loads(configs.VERDICTS.read_text())
     rep["meta"]["jobs"] = args.jobs
     out = args.out or ROOT / "bench" / "results" / f"static-{rep['meta']['date']}-sm{args.arch}"
     write(rep, out)
+    if args.write_verdicts:
+        merged = verdicts.write(rep, configs.VERDICTS)
+        print(f"wrote {configs.VERDICTS}: {sum(len(c) for v in merged.values() for c in v.values())}"
+              " pruned configs")
     g = rep["gate"]
     print(f"wrote {out}/report.md: {len(rep['variants'])} variants in {time.time() - t0:.0f} s; "
           f"gate: {len(g['failures'])} failing, {len(g['new'])} new, {len(g['fixed'])} fixed")

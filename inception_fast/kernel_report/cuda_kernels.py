@@ -51,5 +51,6 @@ def report(build_dir: Path, arch: int) -> list[dict]:
                                        if i.op.startswith("FSETP") and ".FTZ" in i.op)
                 rec["generic_ld"] = sum(1 for i in code[mangled].insns
                                         if i.op.startswith("LD.") or i.op == "LD")
+                rec["spill_bytes"] = sass.spill_bytes(r, rec["spill_insns"])
             recs.append(rec)
     return recs

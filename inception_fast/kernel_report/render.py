@@ -65,6 +65,26 @@ def layer_table(wl: dict) -> list[str]:
     return out
 
 
+def _cold_compile(t: dict) -> str:
+    line = (f"Cold compile of this step: {t['cold_variants']} variants (every config pruning "
+            f"keeps); {t['cold_variants_compiled']} compiled here in "
+            f"{t['cold_compile_s_measured']} s of compile (summed over workers)")
+    done, cold = t["cold_variants_compiled"], t["cold_variants"]
+    if 0 < done < cold:
+        est = t["cold_compile_s_measured"] / done * cold
+        line += (f"; all {cold} at the same mean: ~{est:.0f} s (an extrapolation, not a "
+                 "measurement)")
+    return line + "."
+
+
+def pruned_table(doc: dict) -> list[str]:
+    out = ["| kernel | element bytes | config | verdict |", "|---|---|---|---|"]
+    for k, per in doc.get("kernels", {}).items():
+        for elt, cfgs in per.items():
+            out += [f"| {k} | {elt} | {c} | {why} |" for c, why in cfgs.items()]
+    return out
+
+
 def markdown(rep: dict) -> str:
     m = rep["meta"]
     g = rep["gate"]
@@ -87,11 +107,17 @@ def markdown(rep: dict) -> str:
                   f"fewest {_gb(t['fewest'])} GB. Roofline step time (model): ours "
                   f"{t['ours_roofline_s'] * 1e3:.2f} ms, eager {t['eager_roofline_s'] * 1e3:.2f}"
                   " ms.", "",
-                  f"Cold compile of this step: {t['cold_variants']} variants (every config "
-                  f"pruning keeps); {t['cold_variants_compiled']} compiled here in "
-                  f"{t['cold_compile_s_measured']} s of compile (summed over workers).", ""]
+                  _cold_compile(t), ""]
         lines += layer_table(wl)
     lines += ["", "## Triton kernel variants", ""] + kernel_table(rep["variants"])
+    pruned = rep.get("pruned") or {}
+    if pruned.get("kernels"):
+        lines += ["", "## Configs pruned before compile", "",
+                  f"kernels/config_verdicts.json (from the full report of {pruned['date']}, "
+                  f"commit {pruned['commit']}, Triton {pruned['triton']}): autotuning never "
+                  "compiles these" + (" (not applied in this run: --write-verdicts)"
+                                      if rep["meta"].get("verdicts_disabled") else "") + ".",
+                  ""] + pruned_table(pruned)
     if rep.get("cuda"):
         lines += ["", "## CUDA C++ kernels", ""] + cuda_table(rep["cuda"])
     return "\n".join(lines) + "\n"

@@ -58,6 +58,13 @@ def _arch_section(text: str, arch: int | None) -> str:
 _RES = re.compile(r"Function (\S+):\s*\n\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
+def spill_bytes(res: dict, spill_insns: int) -> int:
+    """Bytes spilled: ptxas puts register spills in the stack frame (cuobjdump's LOCAL stays 0
+    for them), so the stack frame of a function whose SASS stores / loads local memory (STL /
+    LDL), or LOCAL where it is set."""
+    return res.get("local") or (res.get("stack", 0) if spill_insns else 0)
+
+
 def resources(binary: bytes | str, arch: int | None = None) -> dict[str, dict]:
     """{function: {regs, stack, shared_static, local}} per function in the binary."""
     out = {}

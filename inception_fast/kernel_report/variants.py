@@ -8,6 +8,8 @@ import time
 import traceback
 
 from . import ir, sass
+from inception_fast.kernels.configs import TILE_KEYS, config_key
+
 from .jit_launch import Specialized, compile_specialized
 
 # Hopper (H100 / H200) per-SM and per-block limits.
@@ -18,7 +20,6 @@ REGS_PER_SM = 65536
 MAX_WARPS_PER_SM = 64
 MAX_BLOCKS_PER_SM = 32
 
-TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_C", "BLOCK_G", "BLOCK_R", "BLOCK")
 
 
 def occupancy(regs: int, shared: int, warps: int) -> int:
@@ -32,12 +33,25 @@ def occupancy(regs: int, shared: int, warps: int) -> int:
     return max(0, min(by_regs, by_smem, MAX_WARPS_PER_SM // warps, MAX_BLOCKS_PER_SM))
 
 
+ELEMENT_BYTES = {"fp64": 8, "i64": 8, "fp32": 4, "i32": 4, "u32": 4, "fp16": 2, "bf16": 2,
+                 "i16": 2, "u16": 2, "i8": 1, "u8": 1, "i1": 1, "fp8e4nv": 1, "fp8e5": 1}
+
+
+FLOAT_TYPES = ("fp64", "fp32", "fp16", "bf16", "fp8e4nv", "fp8e5")
+
+
+def elt_bytes(signature: dict) -> int:
+    """kernels.configs.element_size from a signature: the smallest floating-point pointer
+    element."""
+    return min((ELEMENT_BYTES[t[1:]] for t in signature.values()
+                if isinstance(t, str) and t.startswith("*") and t[1:] in FLOAT_TYPES),
+               default=0)
+
+
 def describe(spec: Specialized) -> tuple[str, str]:
     """(config, flags): the tile constexprs with warps / stages, and the other constexprs."""
     cv = spec.constexpr_values()
-    tiles = " ".join(f"{k[6:] if k.startswith('BLOCK_') else k}={cv[k]}"
-                     for k in TILE_KEYS if k in cv)
-    cfg = f"{tiles} w{spec.options.num_warps} s{spec.options.num_stages}".strip()
+    cfg = config_key(cv, spec.options.num_warps, spec.options.num_stages)
     names = {p.name for p in spec.jit.params if p.is_constexpr}
     flags = " ".join(f"{k}={v}" for k, v in cv.items() if k in names and k not in TILE_KEYS)
     return cfg, flags
@@ -49,7 +63,8 @@ def inspect(spec: Specialized) -> dict:
     rec = dict(kernel=spec.name, config=cfg, flags=flags, arch=spec.target.arch,
                warps=spec.options.num_warps, stages=spec.options.num_stages,
                dtypes=",".join(sorted({t[1:] for t in spec.signature.values()
-                                       if isinstance(t, str) and t.startswith("*")})))
+                                       if isinstance(t, str) and t.startswith("*")})),
+               elt_bytes=elt_bytes(spec.signature))
     t0 = time.perf_counter()
     try:
         k = compile_specialized(spec)
@@ -63,7 +78,7 @@ def inspect(spec: Specialized) -> dict:
     res = sass.resources(cubin).get(spec.name, {})
     mix = sass.summarize(sass.sass(cubin)[spec.name])
     shared = int(k.metadata.shared) + res.get("shared_static", 0)
-    rec.update(regs=res.get("regs"), stack=res.get("stack"), spill_bytes=res.get("local"),
+    rec.update(regs=res.get("regs"), stack=res.get("stack"), spill_bytes=sass.spill_bytes(res, mix["spill_insns"]),
                shared=shared, fits=shared <= SMEM_PER_BLOCK, **mix,
                **ir.pipeline(k.asm["ttgir"]),
                wgmma_ptx=k.asm["ptx"].count("wgmma.mma_async"),
