@@ -18,18 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .configs import autotuned
 from .conv2d_fwd import gemm_tile, interpreter_on, interpreter_tiles, mma, use_ieee
-
-
-def _configs():
-    """GPU autotune list; under the interpreter a placeholder (gemm1x1_routed then sizes one
-    config to the problem with interpreter_tiles)."""
-    if interpreter_on():
-        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4)]
-    shapes = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (128, 128, 64, 8, 3),
-              (64, 64, 64, 4, 3), (256, 64, 32, 8, 3), (64, 32, 64, 2, 4)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-            for m, n, k, w, s in shapes]
 
 
 @triton.jit
@@ -55,7 +45,7 @@ def _store_routed(val, offs_m, offs_n, M, C, H, W, B1, B2, B3,
     _store_seg(d3, s3n, s3c, s3h, s3w, val, n_idx, h, w, offs_n, B3, C, m_ok)
 
 
-@triton.autotune(configs=_configs(), key=["M", "C_in", "C_tot", "RELU_END", "HAS_BIAS"])
+@autotuned(key=["M", "C_in", "C_tot", "RELU_END", "HAS_BIAS"])
 @triton.jit
 def _gemm1x1_routed_kernel(x_ptr, w_ptr, bias_ptr, M, C_in, C_tot, H, W,
                            sxn, sxc, sxh, sxw, B1, B2, B3, RELU_END,

@@ -25,11 +25,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import (conv_configs, conv_epilogue, gemm_tile, gpu_configs, interpreter_on,
-                         interpreter_tiles, launch, mma, prune_configs)
+from .configs import CONV_FWD, autotuned
+from .conv2d_fwd import (conv_epilogue, gemm_tile, interpreter_on, interpreter_tiles, launch, mma,
+                         prune_configs)
 
 # The largest tile height among the GPU configs (a halo tile needs (n - 1) * D <= BLOCK_M).
-_MAX_GPU_BLOCK_M = max(c.kwargs["BLOCK_M"] for c in gpu_configs())
+_MAX_GPU_BLOCK_M = max(shape[0] for shape in CONV_FWD)
 _MAX_INTERP_BLOCK_M = 1024
 
 
@@ -61,9 +62,8 @@ def _prune_halo(configs, named_args, **kwargs):
     return prune_configs(tall, named_args, **kwargs) if tall else configs[-1:]
 
 
-@triton.autotune(configs=conv_configs(), key=["N", "H", "W", "C_in", "C_out", "TAPS", "SHIFT",
-                                              "HAS_BIAS", "RELU", "STATS"],
-                 prune_configs_by={"early_config_prune": _prune_halo})
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "TAPS", "SHIFT", "HAS_BIAS", "RELU", "STATS"],
+           by_size=_prune_halo)
 @triton.jit
 def _conv2d_asym_halo_kernel(
         x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr,
@@ -112,10 +112,8 @@ def _conv2d_asym_halo_kernel(
                   bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
 
 
-@triton.autotune(configs=conv_configs(), key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "TAPS",
-                                              "ALONG_W", "SH", "SW", "PH", "PW", "HAS_BIAS", "RELU",
-                                              "STATS"],
-                 prune_configs_by={"early_config_prune": prune_configs})
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "TAPS", "ALONG_W", "SH", "SW", "PH",
+                "PW", "HAS_BIAS", "RELU", "STATS"], by_size=prune_configs)
 @triton.jit
 def _conv2d_asym_kernel(
         x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr,

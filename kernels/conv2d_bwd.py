@@ -26,18 +26,10 @@ import triton.language as tl
 from . import dtypes
 from .conv2d_asym import halo_shift
 from .conv2d_fwd import conv2d_fwd
+from .configs import autotuned
 from .dtypes import check_kernel_dtype, interpreter_on
 
 _INTERPRET = interpreter_on()
-
-
-def _configs(gpu_list):
-    """The GPU autotune list; under the interpreter (which never benchmarks) a placeholder,
-    since _launch then picks one config per problem with _interp_tiles."""
-    if _INTERPRET:
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-            for bm, bn, bk, w, s in gpu_list]
 
 
 def _interp_tiles(m, n, k, max_m, max_n, max_k):
@@ -57,19 +49,7 @@ def _launch(kernel, grid, args, meta, tiles):
         kernel[grid](*args, **meta)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
-_DGRAD_GPU = [
-    (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
-    (128, 32, 64, 4, 4), (64, 32, 32, 4, 4), (32, 64, 32, 4, 4), (128, 128, 64, 8, 3),
-]
-_WGRAD_GPU = [
-    (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
-    (64, 64, 32, 4, 4), (32, 64, 64, 4, 4), (64, 32, 64, 4, 4), (128, 128, 64, 8, 3),
-]
-
-
-@triton.autotune(configs=_configs(_DGRAD_GPU),
-                 key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW"])
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW"])
 @triton.jit
 def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
                   N, H, W, C_in, C_out, OH, OW, HP, WP,
@@ -123,9 +103,7 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
              mask=m_ok[:, None] & n_ok[None, :])
 
 
-@triton.autotune(configs=_configs(_WGRAD_GPU),
-                 key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW",
-                      "K_PER_SPLIT"])
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT"])
 @triton.jit
 def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
                   N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,

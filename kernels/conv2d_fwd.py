@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .configs import autotuned
 from .dtypes import KERNEL_DTYPES, check_kernel_dtype, interpreter_on
 
 # Rows of y per BN-statistics partial. Fixed (not the tile height) so that the partials'
@@ -27,25 +28,6 @@ from .dtypes import KERNEL_DTYPES, check_kernel_dtype, interpreter_on
 STAT_ROWS = 32
 
 SUPPORTED_DTYPES = KERNEL_DTYPES
-
-
-def gpu_configs():
-    """GPU autotune candidates: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)."""
-    shapes = [
-        (128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (128, 64, 64, 4, 3),
-        (64, 128, 32, 4, 4), (64, 64, 32, 4, 4), (64, 64, 64, 4, 3), (64, 32, 32, 2, 4),
-        (256, 64, 32, 8, 3), (128, 256, 32, 8, 3),
-    ]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-            for m, n, k, w, s in shapes]
-
-
-def conv_configs():
-    """Autotune list; under the interpreter (which never benchmarks) a placeholder, since
-    `launch` then picks one config per problem with interpreter_tiles."""
-    if interpreter_on():
-        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32}, num_warps=4)]
-    return gpu_configs()
 
 
 def prune_configs(configs, named_args, **kwargs):
@@ -149,10 +131,8 @@ def conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW,
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
-@triton.autotune(configs=conv_configs(), key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "KH", "KW",
-                                              "SH", "SW", "PH", "PW", "FLAT_K", "HAS_BIAS", "RELU",
-                                              "STATS"],
-                 prune_configs_by={"early_config_prune": prune_configs})
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW",
+                "FLAT_K", "HAS_BIAS", "RELU", "STATS"], by_size=prune_configs)
 @triton.jit
 def _conv2d_fwd_kernel(
         x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr,

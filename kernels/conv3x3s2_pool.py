@@ -15,12 +15,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import conv_configs, conv_epilogue, gemm_tile, mma, prune_configs
+from .configs import autotuned
+from .conv2d_fwd import conv_epilogue, gemm_tile, mma, prune_configs
 
 
-@triton.autotune(configs=conv_configs(), key=["N", "H", "W", "C_in", "C_out", "HAS_BIAS", "RELU",
-                                              "STATS"],
-                 prune_configs_by={"early_config_prune": prune_configs})
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "HAS_BIAS", "RELU", "STATS"],
+           by_size=prune_configs)
 @triton.jit
 def _conv3x3s2_pool_kernel(
         x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr, p_ptr, idx_ptr,

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from inception_fast.backends import why_unavailable
 from inception_fast.kernels import conv2d_asym
 from inception_fast.kernels.bn_train import bn_finalize, bn_relu_apply
-from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, gpu_configs, pack_weight,
+from inception_fast.kernels.configs import CONV_FWD, gpu_configs
+from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, pack_weight,
                                              prune_configs)
 
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
@@ -255,7 +256,7 @@ def test_conv_half_precision_vs_fp64(dtype, n, ci, h, w, co, k, s, p):
 
 def test_gpu_config_pruning_sees_keyword_arguments():
     """The GPU autotuner passes keyword launch arguments in kwargs, not named_args."""
-    configs = gpu_configs()
+    configs = gpu_configs(CONV_FWD)
     kept = prune_configs(configs, {}, C_out=32, C_in=3, M=50)
     assert kept and all(c.kwargs["BLOCK_N"] <= 32 and c.kwargs["BLOCK_K"] <= 32
                         and c.kwargs["BLOCK_M"] <= 64 for c in kept)
