@@ -195,17 +195,26 @@ def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
 
 def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
                       k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor,
-                      shift: torch.Tensor | None = None) -> torch.Tensor:
+                      shift: torch.Tensor | None = None, *,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """grad_y = k1 * dz + k2 * (y - shift) + k3 per channel, dz = grad_out * (a*y + c > 0).
 
     grad_out, y: (N, C, H, W), any strides; a, c, k1, k2, k3, shift: float32 [C] (shift None
-    = 0). Returns grad_y with y's shape, channels_last memory format, dtype of y.
+    = 0). out: optional (N, C, H, W) view of y's dtype to write into (any strides, e.g. a
+    channel slice of a larger gradient buffer), else a new channels_last tensor. Returns
+    grad_y (out when given) with y's shape and dtype.
     """
     shift = _checked(grad_out, y, {"a": a, "c": c, "k1": k1, "k2": k2, "k3": k3}, shift,
                      "bn_relu_bwd_apply")
     N, C, H, W = y.shape
     M = N * H * W
-    out = torch.empty(y.shape, dtype=y.dtype, device=y.device, memory_format=torch.channels_last)
+    if out is None:
+        out = torch.empty(y.shape, dtype=y.dtype, device=y.device,
+                          memory_format=torch.channels_last)
+    elif (not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(y.shape)
+          or out.dtype != y.dtype or out.device != y.device):
+        raise ValueError(f"bn_relu_bwd_apply: out must be a {y.dtype} {tuple(y.shape)} tensor "
+                         f"on {y.device}")
     if out.numel() == 0:
         return out
     vecs = [t.contiguous() for t in (a, c, k1, k2, k3)] + [shift]

@@ -204,19 +204,19 @@ def test_conv1x1_multi_per_unit_momentum_and_half():
 
 
 def test_conv1x1_multi_eval_fold_cached_per_version():
-    from inception_fast.ops import conv1x1_multi as mod
+    from inception_fast.ops.conv1x1_multi_triton import FOLD_CACHE
 
     x = torch.randn(1, 11, 4, 4).to(DEV)
     mods = _units(11, SPECS)
     out = torch.zeros(1, 18, 4, 4, device=DEV)
     with torch.no_grad():
         conv1x1_multi(x, _as_units(mods), training=False, out=out, backend="triton")
-        first = mod._FOLD_CACHE[mods[0][0].weight][1][0]
+        first = FOLD_CACHE.peek(mods[0][0].weight)[0]
         conv1x1_multi(x, _as_units(mods), training=False, out=out, backend="triton")
-        assert mod._FOLD_CACHE[mods[0][0].weight][1][0] is first  # no refold
+        assert FOLD_CACHE.peek(mods[0][0].weight)[0] is first  # no refold
         mods[3][1].running_var.mul_(4.0)  # a new parameter version: refolded
         conv1x1_multi(x, _as_units(mods), training=False, out=out, backend="triton")
-        assert mod._FOLD_CACHE[mods[0][0].weight][1][0] is not first
+        assert FOLD_CACHE.peek(mods[0][0].weight)[0] is not first
         ref = torch.zeros_like(out)
         conv1x1_multi(x, _as_units(mods), training=False, out=ref, backend="torch")
     close(out, ref, what="after refold")

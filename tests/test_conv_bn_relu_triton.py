@@ -294,9 +294,9 @@ def test_fold_cache_follows_parameter_changes():
     ref.eval(), tri.eval()
     with torch.no_grad():
         assert_close(tri(x), ref(x), "first")
-        packed = cbr_triton._FOLD_CACHE[tri.conv.weight][1][0]
+        packed = cbr_triton.FOLD_CACHE.peek(tri.conv.weight)[0]
         tri(x)
-        assert cbr_triton._FOLD_CACHE[tri.conv.weight][1][0] is packed  # cache hit
+        assert cbr_triton.FOLD_CACHE.peek(tri.conv.weight)[0] is packed  # cache hit
         for m in (ref, tri):
             m.bn.weight.mul_(1.5)
             m.bn.running_var.add_(0.5)

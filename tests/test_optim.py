@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from inception_fast.train.ema import build_ema, tf_ema_multi_avg_fn
+from inception_fast.train.ema import build_ema
 from inception_fast.train.optim import RMSpropTF, build_optimizer, param_groups
 from inception_fast.train.schedule import StaircaseDecay, build_scheduler, scaled_lr
 
@@ -98,4 +98,4 @@ def test_ema_tracks_tf_formula_including_buffers():
     for k, v in ema.module.state_dict().items():
         torch.testing.assert_close(v.double(), ref[k].double(), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="EMA decay"):
-        tf_ema_multi_avg_fn(1.0)
+        build_ema(m, decay=1.0)

@@ -7,16 +7,19 @@ the joint-optimization loss for noisy labels (Tanaka et al., CVPR 2018).
 
 `backend`: "torch" (the reference), "triton" (fused kernels; CPU tensors need the Triton
 interpreter), "auto" (triton for CUDA tensors when Triton is usable, torch otherwise).
+
+These are the checked public entries: arguments are validated here, the backend resolved, and
+the op's own dispatcher (ops/label_smoothing_ce.py, ops/joint_opt_loss.py: the reference or the
+registered Triton op) computes. Traceable by torch.compile(fullgraph=True): checks that read
+tensor values run in eager only (losses/checks.py, values_readable).
 """
 from __future__ import annotations
 
 import torch
 
 from .. import backends
-from ..ops.joint_opt_loss import (joint_optimization_loss_reference,
-                                  joint_optimization_loss_triton)
-from ..ops.label_smoothing_ce import (label_smoothing_cross_entropy_reference,
-                                      label_smoothing_cross_entropy_triton)
+from ..ops import joint_opt_loss as _jo
+from ..ops import label_smoothing_ce as _ls
 from .checks import check_eps, check_logits, check_prior, check_soft_targets, check_target
 
 __all__ = ["label_smoothing_cross_entropy", "joint_optimization_loss",
@@ -43,37 +46,35 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
 
 
 def label_smoothing_cross_entropy(logits: torch.Tensor, target: torch.Tensor, eps: float = 0.1,
-                                  backend: str = "auto") -> torch.Tensor:
+                                  backend: str = "auto", *,
+                                  check_values: bool = True) -> torch.Tensor:
     """Mean label-smoothing cross-entropy, fp32 scalar; equals
-    F.cross_entropy(logits.float(), target, label_smoothing=eps)."""
+    F.cross_entropy(logits.float(), target, label_smoothing=eps). check_values=False skips
+    the class-index range check (a host sync per call on a GPU) for labels already validated,
+    as the trainer's are once at start-up."""
     what = "label_smoothing_cross_entropy"
     check_logits(logits, what)
-    check_target(target, logits, what)
+    check_target(target, logits, what, values=check_values)
     check_eps(eps, what)
-    if resolve_backend(backend, logits) == "torch":
-        return label_smoothing_cross_entropy_reference(logits, target, eps)
-    return label_smoothing_cross_entropy_triton(logits, target, eps)
+    return _ls.label_smoothing_cross_entropy(logits, target, eps,
+                                             backend=resolve_backend(backend, logits))
 
 
 def joint_optimization_loss(logits: torch.Tensor, soft_targets: torch.Tensor, alpha: float = 1.2,
                             beta: float = 0.8, prior: torch.Tensor | None = None,
-                            backend: str = "auto"):
+                            backend: str = "auto", *, check_values: bool = True):
     """Joint-optimization loss L_c + alpha L_p + beta L_e (see inception_fast.ops.joint_opt_loss).
 
     Returns (loss, terms): loss an fp32 scalar differentiable w.r.t. logits; terms
     {"L_c", "L_p", "L_e"} detached fp32 scalars. soft_targets (B, K) probabilities and prior
-    (K,) (uniform if None) are treated as constants."""
+    (K,) (uniform if None) are treated as constants. check_values=False: the prior's values
+    are not checked (see label_smoothing_cross_entropy)."""
     what = "joint_optimization_loss"
     check_logits(logits, what)
     check_soft_targets(soft_targets, logits, what)
-    check_prior(prior, logits.shape[1], logits.device, what)
-    if resolve_backend(backend, logits) == "torch":
-        loss, l_c, l_p, l_e = joint_optimization_loss_reference(
-            logits, soft_targets.detach(), alpha, beta,
-            None if prior is None else prior.detach())
-    else:
-        loss, l_c, l_p, l_e = joint_optimization_loss_triton(logits, soft_targets, alpha, beta,
-                                                             prior)
+    check_prior(prior, logits.shape[1], logits.device, what, values=check_values)
+    loss, l_c, l_p, l_e = _jo.joint_optimization_loss(logits, soft_targets, alpha, beta, prior,
+                                                      backend=resolve_backend(backend, logits))
     return loss, {"L_c": l_c.detach(), "L_p": l_p.detach(), "L_e": l_e.detach()}
 
 

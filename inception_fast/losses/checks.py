@@ -6,6 +6,16 @@ import torch
 LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
+def values_readable(t: torch.Tensor) -> bool:
+    """Whether a check may read t's values: not for meta tensors (the static kernel report),
+    not while torch.compile traces (fake tensors; reading one is a data-dependent graph break)
+    and not while a CUDA graph is captured (a read is a host sync, illegal there). Those calls
+    get the type, dtype, shape and device checks only."""
+    if t.is_meta or torch.compiler.is_compiling():
+        return False
+    return not (t.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 def check_logits(logits, what: str) -> None:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{what}: logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -19,7 +29,9 @@ def check_logits(logits, what: str) -> None:
                          f"got shape {tuple(logits.shape)}")
 
 
-def check_target(target, logits, what: str) -> None:
+def check_target(target, logits, what: str, values: bool = True) -> None:
+    """values=False: type, dtype, shape and device only (labels the caller validated once:
+    reading the class indices is a host sync per call on a GPU)."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{what}: target must be a torch.Tensor, got {type(target).__name__}")
     if target.dtype != torch.int64:
@@ -29,7 +41,7 @@ def check_target(target, logits, what: str) -> None:
                          f"({logits.shape[0]}), got shape {tuple(target.shape)}")
     if target.device != logits.device:
         raise ValueError(f"{what}: target is on {target.device} but logits are on {logits.device}")
-    if target.is_meta:  # shapes only (the static kernel report): no values to check
+    if not values or not values_readable(target):
         return
     k = logits.shape[1]
     bad = (target < 0) | (target >= k)
@@ -57,7 +69,7 @@ def check_soft_targets(soft, logits, what: str) -> None:
                          f"{logits.device}")
 
 
-def check_prior(prior, k: int, device, what: str) -> None:
+def check_prior(prior, k: int, device, what: str, values: bool = True) -> None:
     if prior is None:
         return
     if not isinstance(prior, torch.Tensor):
@@ -69,5 +81,5 @@ def check_prior(prior, k: int, device, what: str) -> None:
                          f"got {tuple(prior.shape)}")
     if prior.device != device:
         raise ValueError(f"{what}: prior is on {prior.device} but logits are on {device}")
-    if not prior.is_meta and bool((prior < 0).any()) or not bool(torch.isfinite(prior).all()):
+    if values and values_readable(prior) and not bool(((prior >= 0) & torch.isfinite(prior)).all()):
         raise ValueError(f"{what}: prior must be finite and non-negative")

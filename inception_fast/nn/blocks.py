@@ -26,31 +26,21 @@ from torch.nn.modules.utils import _pair
 
 from .. import backends
 from ..ops.amp import autocast_input
+from ..ops.checks import conv_out_size
 from ..ops.conv1x1_multi import Unit1x1, conv1x1_multi
 from ..ops.conv_bn_relu import conv_bn_relu
+from ..ops.grid_reduction import grid_reduction
 from ..ops.max_pool_slice import max_pool3x3s2_into
 from .conv_bn_relu import ConvBNReLU, dispatch_key, timing_runner
 
 CL = torch.channels_last
 
 
-def _bn_args(m: ConvBNReLU) -> dict:
-    """ConvBNReLU.forward's BN arguments (bumps num_batches_tracked as it does)."""
-    bn = m.bn
-    factor = m._bn_factor()
-    update = bn.training and bn.track_running_stats
-    keep = update or not bn.training
-    return dict(bn_weight=bn.weight, bn_bias=bn.bias,
-                running_mean=bn.running_mean if keep else None,
-                running_var=bn.running_var if keep else None, eps=bn.eps, momentum=factor,
-                training=bn.training or (bn.running_mean is None and bn.running_var is None))
-
-
 def _run(m: ConvBNReLU, x, backend, out=None, offset=0):
     """One unit, optionally into out[:, offset:...]: with the block's resolved backend when the
     unit says "auto", else with its own (a unit may be pinned, e.g. to cuDNN)."""
     backend = backend if m.backend == "auto" else m.backend
-    a = _bn_args(m)
+    a = m.bn_args()
     return conv_bn_relu(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
                         a["running_var"], stride=_pair(m.conv.stride),
                         padding=_pair(m.conv.padding), eps=a["eps"], momentum=a["momentum"],
@@ -61,7 +51,7 @@ def _group(specs, x, backend, out):
     """The 1x1 units reading x as one op. specs: (unit, out_offset or None, pool?)."""
     units, modes = [], set()
     for m, off, pool in specs:
-        a = _bn_args(m)
+        a = m.bn_args()
         modes.add(a["training"])
         units.append(Unit1x1(m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
                              a["running_var"], a["eps"], a["momentum"], off, pool))
@@ -86,10 +76,13 @@ class _Join(torch.autograd.Function):
 
 
 class _Output:
-    """The block's one NHWC output; alias() hands each writer its own detached alias."""
+    """The block's one NHWC output, its channels laid out by branch width in torchvision's
+    order (offsets[i] is where branch i starts); alias() hands each writer its own detached
+    alias."""
 
-    def __init__(self, x, channels, h, w):
-        self.buf = torch.empty((x.shape[0], channels, h, w), dtype=x.dtype, device=x.device,
+    def __init__(self, x, widths, h, w):
+        self.offsets = [sum(widths[:i]) for i in range(len(widths))]
+        self.buf = torch.empty((x.shape[0], sum(widths), h, w), dtype=x.dtype, device=x.device,
                                memory_format=CL)
         self.parts = []
 
@@ -102,6 +95,10 @@ class _Output:
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.parts):
             return _Join.apply(*self.parts)
         return self.buf
+
+
+def _width(m: ConvBNReLU) -> int:
+    return m.conv.out_channels
 
 
 class _Block(nn.Module):
@@ -119,13 +116,8 @@ class _Block(nn.Module):
         b = self._backend(x)
         if b == "torch":
             return self._forward_reference(x)
-        return self._forward_fused_eager(x, b)
-
-    @torch.compiler.disable
-    def _forward_fused_eager(self, x, b):
-        """torch.compile graph-breaks here: Dynamo cannot trace the kernel launches (nor the
-        Triton interpreter), the block runs eagerly inside a compiled model. Under autocast
-        the block input is cast once, so every slice of the one output has its dtype."""
+        # Under autocast the block input is cast once, so every slice of the one output has
+        # its dtype. Every kernel call below is a registered op: torch.compile traces it all.
         return self._forward_fused(autocast_input(x), b)
 
 
@@ -147,13 +139,15 @@ class InceptionA(_Block):
         self.branch_pool = conv(in_channels, pool_features, kernel_size=1)
 
     def _forward_fused(self, x, b):
-        out = _Output(x, 224 + self.branch_pool.conv.out_channels, x.shape[2], x.shape[3])
         mid_1, mid_2 = (getattr(self, n) for n in self._MID)
-        _, t5, t3, _ = _group([(self.branch1x1, 0, False), (mid_1, None, False),
-                               (self.branch3x3dbl_1, None, False), (self.branch_pool, 224, True)],
+        out = _Output(x, [_width(m) for m in (self.branch1x1, mid_2, self.branch3x3dbl_3,
+                                               self.branch_pool)], x.shape[2], x.shape[3])
+        o = out.offsets
+        _, t5, t3, _ = _group([(self.branch1x1, o[0], False), (mid_1, None, False),
+                               (self.branch3x3dbl_1, None, False), (self.branch_pool, o[3], True)],
                               x, b, out.alias())
-        _run(mid_2, t5, b, out.alias(), 64)
-        _run(self.branch3x3dbl_3, _run(self.branch3x3dbl_2, t3, b), b, out.alias(), 128)
+        _run(mid_2, t5, b, out.alias(), o[1])
+        _run(self.branch3x3dbl_3, _run(self.branch3x3dbl_2, t3, b), b, out.alias(), o[2])
         return out.result()
 
     def _forward_reference(self, x):
@@ -180,14 +174,16 @@ class InceptionB(_Block):
 
     def _forward_fused(self, x, b):
         c_in, h, w = x.shape[1:]
-        out = _Output(x, 480 + c_in, (h - 3) // 2 + 1, (w - 3) // 2 + 1)
+        out = _Output(x, [_width(self.branch3x3), _width(self.branch3x3dbl_3), c_in],
+                      conv_out_size(h, 3, 2, 0), conv_out_size(w, 3, 2, 0))
+        o = out.offsets
         if self.branch3x3.backend in ("auto", b):  # one kernel reads each 3x3/2 window once
-            _grid_reduction(self.branch3x3, x, out.alias(), 0, 480, b)  # for conv and pool
+            _grid_reduction(self.branch3x3, x, out.alias(), o[0], o[2], b)  # for conv and pool
         else:
-            _run(self.branch3x3, x, b, out.alias(), 0)
-            max_pool3x3s2_into(x, out.alias(), 480, backend=b)
+            _run(self.branch3x3, x, b, out.alias(), o[0])
+            max_pool3x3s2_into(x, out.alias(), o[2], backend=b)
         t = _run(self.branch3x3dbl_2, _run(self.branch3x3dbl_1, x, b), b)
-        _run(self.branch3x3dbl_3, t, b, out.alias(), 384)
+        _run(self.branch3x3dbl_3, t, b, out.alias(), o[1])
         return out.result()
 
     def _forward_reference(self, x):
@@ -218,13 +214,16 @@ class InceptionC(_Block):
         self.branch_pool = conv(in_channels, 192, kernel_size=1)
 
     def _forward_fused(self, x, b):
-        out = _Output(x, 768, x.shape[2], x.shape[3])
-        _, t7, td, _ = _group([(self.branch1x1, 0, False), (self.branch7x7_1, None, False),
-                               (self.branch7x7dbl_1, None, False), (self.branch_pool, 576, True)],
+        out = _Output(x, [_width(m) for m in (self.branch1x1, self.branch7x7_3,
+                                               self.branch7x7dbl_5, self.branch_pool)],
+                      x.shape[2], x.shape[3])
+        o = out.offsets
+        _, t7, td, _ = _group([(self.branch1x1, o[0], False), (self.branch7x7_1, None, False),
+                               (self.branch7x7dbl_1, None, False), (self.branch_pool, o[3], True)],
                               x, b, out.alias())
-        _run(self.branch7x7_3, _run(self.branch7x7_2, t7, b), b, out.alias(), 192)
+        _run(self.branch7x7_3, _run(self.branch7x7_2, t7, b), b, out.alias(), o[1])
         td = _run(self.branch7x7dbl_3, _run(self.branch7x7dbl_2, td, b), b)
-        _run(self.branch7x7dbl_5, _run(self.branch7x7dbl_4, td, b), b, out.alias(), 384)
+        _run(self.branch7x7dbl_5, _run(self.branch7x7dbl_4, td, b), b, out.alias(), o[2])
         return out.result()
 
     def _forward_reference(self, x):
@@ -254,13 +253,15 @@ class InceptionD(_Block):
 
     def _forward_fused(self, x, b):
         c_in, h, w = x.shape[1:]
-        out = _Output(x, 512 + c_in, (h - 3) // 2 + 1, (w - 3) // 2 + 1)
+        out = _Output(x, [_width(self.branch3x3_2), _width(self.branch7x7x3_4), c_in],
+                      conv_out_size(h, 3, 2, 0), conv_out_size(w, 3, 2, 0))
+        o = out.offsets
         t3, t7 = _group([(self.branch3x3_1, None, False), (self.branch7x7x3_1, None, False)],
                         x, b, None)
-        _run(self.branch3x3_2, t3, b, out.alias(), 0)
+        _run(self.branch3x3_2, t3, b, out.alias(), o[0])
         t7 = _run(self.branch7x7x3_3, _run(self.branch7x7x3_2, t7, b), b)
-        _run(self.branch7x7x3_4, t7, b, out.alias(), 320)
-        _grid_reduction(None, x, out.alias(), 0, 512, b)  # the pool slice
+        _run(self.branch7x7x3_4, t7, b, out.alias(), o[1])
+        _grid_reduction(None, x, out.alias(), 0, o[2], b)  # the pool slice
         return out.result()
 
     def _forward_reference(self, x):
@@ -290,15 +291,19 @@ class InceptionE(_Block):
         self.branch_pool = conv(in_channels, 192, kernel_size=1)
 
     def _forward_fused(self, x, b):
-        out = _Output(x, 2048, x.shape[2], x.shape[3])
-        _, t3, td, _ = _group([(self.branch1x1, 0, False), (self.branch3x3_1, None, False),
-                               (self.branch3x3dbl_1, None, False), (self.branch_pool, 1856, True)],
+        out = _Output(x, [_width(m) for m in (self.branch1x1, self.branch3x3_2a,
+                                               self.branch3x3_2b, self.branch3x3dbl_3a,
+                                               self.branch3x3dbl_3b, self.branch_pool)],
+                      x.shape[2], x.shape[3])
+        o = out.offsets
+        _, t3, td, _ = _group([(self.branch1x1, o[0], False), (self.branch3x3_1, None, False),
+                               (self.branch3x3dbl_1, None, False), (self.branch_pool, o[5], True)],
                               x, b, out.alias())
-        _run(self.branch3x3_2a, t3, b, out.alias(), 320)
-        _run(self.branch3x3_2b, t3, b, out.alias(), 704)
+        _run(self.branch3x3_2a, t3, b, out.alias(), o[1])
+        _run(self.branch3x3_2b, t3, b, out.alias(), o[2])
         td = _run(self.branch3x3dbl_2, td, b)
-        _run(self.branch3x3dbl_3a, td, b, out.alias(), 1088)
-        _run(self.branch3x3dbl_3b, td, b, out.alias(), 1472)
+        _run(self.branch3x3dbl_3a, td, b, out.alias(), o[3])
+        _run(self.branch3x3dbl_3b, td, b, out.alias(), o[4])
         return out.result()
 
     def _forward_reference(self, x):
@@ -313,12 +318,10 @@ class InceptionE(_Block):
 
 def _grid_reduction(m, x, out, conv_offset, pool_offset, backend):
     """The grid-reduction op (ops/grid_reduction.py): conv unit m (or None) + max-pool."""
-    from ..ops.grid_reduction import grid_reduction
-
     if m is None:
         return grid_reduction(x, None, None, None, None, None, out=out, pool_offset=pool_offset,
                               backend=backend)
-    a = _bn_args(m)
+    a = m.bn_args()
     return grid_reduction(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
                           a["running_var"], out=out, conv_offset=conv_offset,
                           pool_offset=pool_offset, eps=a["eps"], momentum=a["momentum"],

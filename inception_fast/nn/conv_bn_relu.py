@@ -54,15 +54,23 @@ class ConvBNReLU(nn.Module):
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"
 
-    def _bn_factor(self) -> float:
-        """The running-stat update factor, exactly as torch.nn.BatchNorm2d.forward computes it
-        (and num_batches_tracked bumped the same way)."""
+    def bn_args(self) -> dict:
+        """The BN arguments of one call of the fused op, exactly as torch.nn.BatchNorm2d.forward
+        derives them: the running-stat update factor (num_batches_tracked bumped the same way;
+        momentum=None: the cumulative average 1 / num_batches_tracked), which buffers are
+        updated or read, and whether batch statistics are used. The one home of this logic:
+        forward and the fused blocks (nn/blocks.py) both call it, once per unit per call."""
         bn = self.bn
         factor = 0.0 if bn.momentum is None else bn.momentum
         if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
             factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        return factor
+        update = bn.training and bn.track_running_stats
+        keep = update or not bn.training
+        return dict(bn_weight=bn.weight, bn_bias=bn.bias,
+                    running_mean=bn.running_mean if keep else None,
+                    running_var=bn.running_var if keep else None, eps=bn.eps, momentum=factor,
+                    training=bn.training or (bn.running_mean is None and bn.running_var is None))
 
     def _backend(self, x: torch.Tensor) -> str:
         """The backend for this call; "auto" on a GPU: the one measured fastest for this
@@ -81,14 +89,9 @@ class ConvBNReLU(nn.Module):
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, out_offset: int = 0):
         """`out`/`out_offset`: write into out[:, out_offset:out_offset+C_out] (copy-free concat)."""
         backend = self._backend(x)
-        bn = self.bn
-        factor = self._bn_factor()
-        use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
-        update = bn.training and bn.track_running_stats
+        a = self.bn_args()
         return conv_bn_relu(
-            x, self.conv.weight, bn.weight, bn.bias,
-            bn.running_mean if update or not bn.training else None,
-            bn.running_var if update or not bn.training else None,
-            stride=_pair(self.conv.stride), padding=_pair(self.conv.padding), eps=bn.eps,
-            momentum=factor, training=use_batch_stats, out=out, out_offset=out_offset,
-            backend=backend)
+            x, self.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
+            a["running_var"], stride=_pair(self.conv.stride), padding=_pair(self.conv.padding),
+            eps=a["eps"], momentum=a["momentum"], training=a["training"], out=out,
+            out_offset=out_offset, backend=backend)

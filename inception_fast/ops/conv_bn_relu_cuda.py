@@ -22,13 +22,16 @@ gradient reaching the rest of `out` passes through unchanged (this op's slice ge
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from ..backends import BackendUnavailableError
+from .bn_math import eval_affine
 from .checks import conv_out_size
+from .library import absent, name, present
 
 CL = torch.channels_last
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -80,10 +83,13 @@ def _f32(t):
     return None if t is None else t.detach().float().contiguous()
 
 
-def bn_forward(kern, y, stats, gamma, beta, running_mean, running_var, *, training, eps, momentum):
+def bn_forward(kern, y, stats, gamma, beta, running_mean, running_var, *, training, eps, momentum,
+               packed=False):
     """BN parameters for the apply kernel. Training: finalize the batch statistics `stats` (fp64
     sum, sumsq; computed here from y when None) and update the running buffers; eval: fold the
-    running statistics. Returns fp32 (mean, invstd, scale, shift)."""
+    running statistics. Returns fp32 (mean, invstd, scale, shift); packed: one fp32 (5, C)
+    tensor of rows (mean, var, invstd, scale, shift) instead (a registered op's one output;
+    the four vectors are views of it, which a registered op may not return side by side)."""
     C = y.shape[1]
     count = y.numel() // max(C, 1)
     if training:
@@ -94,28 +100,26 @@ def bn_forward(kern, y, stats, gamma, beta, running_mean, running_var, *, traini
             stats = (torch.zeros(C, dtype=torch.float64, device=y.device),
                      torch.zeros(C, dtype=torch.float64, device=y.device))
             kern.bn_stats(y, *stats)
-        mean, var, invstd, scale, shift = kern.bn_finalize(stats[0], stats[1], count, eps,
-                                                           gamma, beta).unbind(0)
+        fin = kern.bn_finalize(stats[0], stats[1], count, eps, gamma, beta)
+        mean, var, invstd, scale, shift = fin.unbind(0)
         with torch.no_grad():
             if running_mean is not None:
                 running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
             if running_var is not None:
                 unbiased = var.double() * (count / (count - 1))
                 running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        if packed:
+            return fin
         return mean.contiguous(), invstd.contiguous(), scale.contiguous(), shift.contiguous()
-    return eval_affine(gamma, beta, running_mean, running_var, eps)
+    vecs = eval_affine(gamma, beta, running_mean, running_var, eps)
+    if packed:
+        return torch.stack([vecs[0], running_var.detach().float(), *vecs[1:]])
+    return vecs
 
 
-def eval_affine(gamma, beta, running_mean, running_var, eps):
-    """fp32 (mean, invstd, scale, shift) of BN with the running statistics."""
-    if running_mean is None or running_var is None:
-        raise ValueError("conv_bn_relu: eval mode (training=False) needs running_mean and "
-                         "running_var")
-    mean = running_mean.detach().float()
-    invstd = torch.rsqrt(running_var.detach().float() + eps)
-    scale = invstd * gamma if gamma is not None else invstd.clone()
-    shift = (beta if beta is not None else torch.zeros_like(mean)) - mean * scale
-    return mean.contiguous(), invstd.contiguous(), scale.contiguous(), shift.contiguous()
+def bn_rows(bn):
+    """(mean, invstd, scale, shift) of bn_forward(..., packed=True)."""
+    return bn[0], bn[2], bn[3], bn[4]
 
 
 def grad_slice(grad, offset, C):
@@ -147,76 +151,145 @@ def passthrough_grad(grad, slices):
     return g
 
 
+def _forward(x: Tensor, weight: Tensor, gamma: Optional[Tensor], beta: Optional[Tensor],
+             running_mean: Optional[Tensor], running_var: Optional[Tensor],
+             out: Optional[Tensor], stride: list[int], padding: list[int], eps: float,
+             momentum: float, training: bool, out_offset: int,
+             save: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(result, y, bn): result is absent when it went into out[:, out_offset:+C_out]; with
+    `save`, y is the pre-BN conv output and bn the (5, C) BN rows of bn_forward(packed=True),
+    else both absent."""
+    kern = kernels()
+    stride, padding = tuple(stride), tuple(padding)
+    xc = x.contiguous(memory_format=CL)
+    N, _, H, W = xc.shape
+    Co = weight.shape[0]
+    OH = conv_out_size(H, weight.shape[2], stride[0], padding[0])
+    OW = conv_out_size(W, weight.shape[3], stride[1], padding[1])
+    g32 = None if gamma is None else gamma.detach().float().contiguous()
+    b32 = None if beta is None else beta.detach().float().contiguous()
+    asym = use_asym_conv(kern, xc.shape, weight.shape, stride, padding)
+    pad = asym_taps(weight.shape, stride, padding)[1] if asym else 0
+    direct = out is not None and out.is_contiguous(memory_format=CL)
+    if direct:
+        target, off = out, out_offset
+    else:
+        target, off = torch.empty((N, Co, OH, OW), dtype=x.dtype, device=x.device,
+                                  memory_format=CL), 0
+    if not training and asym and not save:
+        # Eval, nothing to differentiate: conv + folded BN + ReLU in one kernel.
+        _, _, scale, shift = eval_affine(g32, b32, running_mean, running_var, eps)
+        kern.asym_conv(xc, weight.detach(), pad, target, off, None, None, scale, shift)
+        y = bn = absent(x)
+    else:
+        stats = None
+        if asym:
+            y = torch.empty((N, Co, OH, OW), dtype=x.dtype, device=x.device, memory_format=CL)
+            if training:
+                stats = (torch.zeros(Co, dtype=torch.float64, device=x.device),
+                         torch.zeros(Co, dtype=torch.float64, device=x.device))
+                kern.asym_conv(xc, weight.detach(), pad, y, 0, *stats)
+            else:
+                kern.asym_conv(xc, weight.detach(), pad, y, 0)
+        else:  # cuDNN
+            y = F.conv2d(xc, weight.detach(), None, stride, padding)
+            y = y.contiguous(memory_format=CL)
+        bn = bn_forward(kern, y, stats, g32, b32, running_mean, running_var, training=training,
+                        eps=eps, momentum=momentum, packed=True)
+        kern.bn_apply_relu(y, bn[3], bn[4], target, off)
+    if out is not None and not direct:
+        out[:, out_offset:out_offset + Co].copy_(target)
+    result = target if out is None else absent(x)
+    if not save:
+        return result, absent(x), absent(x)
+    return result, y, bn
+
+
+# Training writes the running statistics, eval does not (see conv_bn_relu_triton.py).
+conv_bn_relu_cuda_train_fwd = torch.library.custom_op(
+    name("conv_bn_relu_cuda_train_fwd"), _forward,
+    mutates_args=("out", "running_mean", "running_var"))
+conv_bn_relu_cuda_eval_fwd = torch.library.custom_op(
+    name("conv_bn_relu_cuda_eval_fwd"), _forward, mutates_args=("out",))
+
+
+@conv_bn_relu_cuda_train_fwd.register_fake
+@conv_bn_relu_cuda_eval_fwd.register_fake
+def _(x, weight, gamma, beta, running_mean, running_var, out, stride, padding, eps, momentum,
+      training, out_offset, save):
+    n, _, h, w = x.shape
+    co, _, kh, kw = weight.shape
+    shape = (n, co, conv_out_size(h, kh, stride[0], padding[0]),
+             conv_out_size(w, kw, stride[1], padding[1]))
+    result = absent(x) if out is not None else x.new_empty(shape).contiguous(memory_format=CL)
+    if not save:
+        return result, absent(x), absent(x)
+    return (result, x.new_empty(shape).contiguous(memory_format=CL),
+            x.new_empty((5, co), dtype=torch.float32))
+
+
+@torch.library.custom_op(name("conv_bn_relu_cuda_bwd"), mutates_args=())
+def conv_bn_relu_cuda_bwd(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, bn: Tensor,
+                          stride: list[int],
+                          padding: list[int], training: bool, out_offset: int,
+                          needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(dx, dw, dgamma, dbeta, dout): dgamma / dbeta float64 sums; dout: the gradient of
+    `out`'s old contents (out_offset >= 0: `grad` is the whole output's). needs: which of the
+    five to compute (the others are absent)."""
+    need_x, need_w, need_g, need_b, need_out = needs
+    Co = weight.shape[0]
+    off = max(out_offset, 0)
+    dy, sum_g, sum_gx = bn_relu_backward(kernels(), grad, off, y, *bn_rows(bn), training)
+    dx = dw = None
+    if need_x or need_w:
+        dx, dw, _ = torch.ops.aten.convolution_backward(
+            dy, x.contiguous(memory_format=CL), weight, None, list(stride), list(padding),
+            [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+    dout = passthrough_grad(grad, [(off, Co)]) if need_out and out_offset >= 0 else None
+    return tuple(absent(grad) if t is None else t
+                 for t in (dx, dw, sum_gx if need_g else None, sum_g if need_b else None, dout))
+
+
+@conv_bn_relu_cuda_bwd.register_fake
+def _(grad, x, weight, y, bn, stride, padding, training, out_offset, needs):
+    need_x, need_w, need_g, need_b, need_out = needs
+    dx = dw = None
+    if need_x or need_w:  # aten's own meta function gives the exact strides
+        dx, dw, _ = torch.ops.aten.convolution_backward(
+            torch.empty_like(y), x.contiguous(memory_format=CL), weight, None, list(stride),
+            list(padding), [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+    vec = lambda: bn.new_empty(bn.shape[1:], dtype=torch.float64)  # noqa: E731
+    return tuple(absent(grad) if t is None else t
+                 for t in (dx, dw, vec() if need_g else None, vec() if need_b else None,
+                           torch.empty_like(grad) if need_out and out_offset >= 0 else None))
+
+
 class _ConvBNReLUCuda(torch.autograd.Function):
+    """Calls the registered ops; traced whole by torch.compile."""
+
     @staticmethod
-    def forward(ctx, x, weight, gamma, beta, out, running_mean, running_var, cfg):
-        kern = cfg.kern
-        xc = x.contiguous(memory_format=CL)
-        N, _, H, W = xc.shape
-        Co = weight.shape[0]
-        OH = conv_out_size(H, weight.shape[2], cfg.stride[0], cfg.padding[0])
-        OW = conv_out_size(W, weight.shape[3], cfg.stride[1], cfg.padding[1])
-        g32, b32 = _f32(gamma), _f32(beta)
-        asym = use_asym_conv(kern, xc.shape, weight.shape, cfg.stride, cfg.padding)
-        pad = asym_taps(weight.shape, cfg.stride, cfg.padding)[1] if asym else 0
-        direct = out is not None and out.is_contiguous(memory_format=CL)
-        if direct:
-            target, off = out, cfg.out_offset
-        else:
-            target, off = torch.empty((N, Co, OH, OW), dtype=x.dtype, device=x.device,
-                                      memory_format=CL), 0
-        need_grad = any(ctx.needs_input_grad[:4])
-
-        if not cfg.training and asym and not need_grad:
-            # Eval, nothing to differentiate: conv + folded BN + ReLU in one kernel.
-            mean, invstd, scale, shift = eval_affine(g32, b32, running_mean, running_var, cfg.eps)
-            kern.asym_conv(xc, weight.detach(), pad, target, off, None, None, scale, shift)
-            y = None
-        else:
-            stats = None
-            if asym:
-                y = torch.empty((N, Co, OH, OW), dtype=x.dtype, device=x.device, memory_format=CL)
-                if cfg.training:
-                    stats = (torch.zeros(Co, dtype=torch.float64, device=x.device),
-                             torch.zeros(Co, dtype=torch.float64, device=x.device))
-                    kern.asym_conv(xc, weight.detach(), pad, y, 0, *stats)
-                else:
-                    kern.asym_conv(xc, weight.detach(), pad, y, 0)
-            else:  # cuDNN
-                y = F.conv2d(xc, weight.detach(), None, cfg.stride, cfg.padding)
-                y = y.contiguous(memory_format=CL)
-            mean, invstd, scale, shift = bn_forward(kern, y, stats, g32, b32, running_mean,
-                                                    running_var, training=cfg.training, eps=cfg.eps,
-                                                    momentum=cfg.momentum)
-            kern.bn_apply_relu(y, scale, shift, target, off)
-
-        if out is not None and not direct:
-            out[:, cfg.out_offset:cfg.out_offset + Co].copy_(target)
-        ctx.save_for_backward(xc, weight, y, mean, invstd, scale, shift)
-        ctx.cfg = cfg
+    def forward(ctx, x, weight, gamma, beta, out, running_mean, running_var, stride, padding,
+                eps, momentum, training, out_offset):
+        fwd = conv_bn_relu_cuda_train_fwd if training else conv_bn_relu_cuda_eval_fwd
+        result, y, bn = fwd(x, weight, gamma, beta, running_mean, running_var, out, stride,
+                            padding, eps, momentum, training, out_offset, True)
+        ctx.save_for_backward(x, weight, y, bn)
+        ctx.args = (stride, padding, training, out_offset if out is not None else -1)
+        ctx.dtypes = (None if gamma is None else gamma.dtype, None if beta is None else beta.dtype)
         if out is None:
-            return target
+            return result
         ctx.mark_dirty(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        xc, weight, y, mean, invstd, scale, shift = ctx.saved_tensors
-        cfg = ctx.cfg
-        Co = weight.shape[0]
-        off = cfg.out_offset if cfg.has_out else 0
-        dy, sum_g, sum_gx = bn_relu_backward(cfg.kern, grad, off, y, mean, invstd, scale, shift,
-                                             cfg.training)
-        need_x, need_w, need_g, need_b, need_out = ctx.needs_input_grad[:5]
-        dx = dw = None
-        if need_x or need_w:
-            dx, dw, _ = torch.ops.aten.convolution_backward(
-                dy, xc, weight, None, list(cfg.stride), list(cfg.padding), [1, 1], False, [0, 0],
-                1, [need_x, need_w, False])
-        dgamma = sum_gx.to(cfg.gamma_dtype) if need_g else None
-        dbeta = sum_g.to(cfg.beta_dtype) if need_b else None
-        dout = passthrough_grad(grad, [(off, Co)]) if need_out else None
-        return dx, dw, dgamma, dbeta, dout, None, None, None
+        x, weight, y, bn = ctx.saved_tensors
+        needs = list(ctx.needs_input_grad[:5])
+        dx, dw, dgamma, dbeta, dout = conv_bn_relu_cuda_bwd(grad, x, weight, y, bn, *ctx.args,
+                                                            needs)
+        g_dtype, b_dtype = ctx.dtypes
+        return (present(dx), present(dw), dgamma.to(g_dtype) if needs[2] else None,
+                dbeta.to(b_dtype) if needs[3] else None, present(dout)) + (None,) * 8
 
 
 def conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
@@ -230,12 +303,15 @@ def conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, 
     if weight.dtype != x.dtype:
         raise TypeError(f"conv_bn_relu: weight dtype {weight.dtype} must be the input dtype "
                         f"{x.dtype} or float32")
-    cfg = SimpleNamespace(kern=kernels(), stride=tuple(stride), padding=tuple(padding), eps=eps,
-                          momentum=momentum, training=training, out_offset=out_offset,
-                          has_out=out is not None,
-                          gamma_dtype=bn_weight.dtype if bn_weight is not None else None,
-                          beta_dtype=bn_bias.dtype if bn_bias is not None else None)
-    res = _ConvBNReLUCuda.apply(x, weight, bn_weight, bn_bias, out, running_mean, running_var, cfg)
+    args = (list(stride), list(padding), float(eps), float(momentum), bool(training), out_offset)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))
+    if needs_grad:
+        res = _ConvBNReLUCuda.apply(x, weight, bn_weight, bn_bias, out, running_mean, running_var,
+                                    *args)
+    else:
+        fwd = conv_bn_relu_cuda_train_fwd if training else conv_bn_relu_cuda_eval_fwd
+        res = fwd(x, weight, bn_weight, bn_bias, running_mean, running_var, out, *args, False)[0]
     if out is None:
         return res
-    return res[:, out_offset:out_offset + weight.shape[0]]
+    return out[:, out_offset:out_offset + weight.shape[0]]

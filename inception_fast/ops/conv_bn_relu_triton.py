@@ -17,27 +17,26 @@ to its argmax (kernels/max_pool3x3s2.py) and added to the input gradient.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
-from torch.autograd.graph import increment_version
-from torch.utils.weak import WeakIdKeyDictionary
+from torch import Tensor
 
-from .param_cache import cached, version_key
+from .bn_math import eval_affine
+from .checks import conv_out_size
+from .library import absent, name, present
+from .param_cache import ParamCache, version_key
+from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
 from ..kernels.bn_train import bn_finalize, bn_relu_apply
-from ..kernels.conv2d_fwd import conv2d_fwd, out_size, pack_weight
+from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
+from ..kernels.conv2d_fwd import conv2d_fwd, pack_weight
 from ..kernels.dtypes import check_kernel_dtype
+from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
 
-# conv weight tensor -> (key, tensors): packed weights survive across calls while unchanged.
-_FOLD_CACHE = WeakIdKeyDictionary()
-_PACK_CACHE = WeakIdKeyDictionary()
-
-
-def _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps):
-    """Eval BN as relu(a*y + c): float32 a = gamma/sqrt(var + eps), c = beta - mean*a."""
-    invstd = torch.rsqrt(running_var.float() + eps)
-    mean = running_mean.float()
-    a = invstd if bn_weight is None else bn_weight.float() * invstd
-    c = -mean * a if bn_bias is None else bn_bias.float() - mean * a
-    return mean, invstd, a.contiguous(), c.contiguous()
+CL = torch.channels_last
+# conv weight -> packed weights (BN-folded in eval with no grad), rebuilt when an input changed.
+FOLD_CACHE = ParamCache("conv_bn_relu_triton.fold")
+PACK_CACHE = ParamCache("conv_bn_relu_triton.pack")
 
 
 def _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps, dtype):
@@ -46,45 +45,15 @@ def _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps, dtype):
 
     def make():
         with torch.no_grad():
-            _, _, a, c = _affine_from_running(bn_weight, bn_bias, running_mean, running_var, eps)
+            _, _, a, c = eval_affine(bn_weight, bn_bias, running_mean, running_var, eps)
             return pack_weight(weight.float() * a[:, None, None, None], dtype), c
-    return cached(_FOLD_CACHE, weight, key, make)
+    return FOLD_CACHE.get(weight, key, make)
 
 
 def _packed(weight, dtype):
     key = version_key(weight)
     key = None if key is None else key + (dtype,)
-    return cached(_PACK_CACHE, weight, key, lambda: pack_weight(weight, dtype))
-
-
-def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
-    check_kernel_dtype(x, "conv_bn_relu(backend='triton')", "input")
-    if weight.dtype not in (x.dtype, torch.float32):  # fp32 master weights: autocast's case
-        raise TypeError(f"conv_bn_relu(backend='triton'): conv weight dtype {weight.dtype} must "
-                        f"be the input dtype {x.dtype} or float32")
-    c_out = weight.shape[0]
-    for name, t in (("bn weight", bn_weight), ("bn bias", bn_bias),
-                    ("running_mean", running_mean), ("running_var", running_var)):
-        if t is None:
-            continue
-        if t.shape != (c_out,):
-            raise ValueError(f"conv_bn_relu(backend='triton'): {name} has shape {tuple(t.shape)}, "
-                             f"expected ({c_out},) for {c_out} output channels")
-        if t.device != x.device:
-            raise ValueError(f"conv_bn_relu(backend='triton'): {name} is on {t.device}, the input "
-                             f"on {x.device}")
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError("conv_bn_relu(backend='triton'): eval mode needs running_mean and running_var")
-
-
-def _bump(t):
-    """Tensors written through a raw pointer: bump the version counter like an in-place op, so
-    autograd's saved-tensor checks and the caches here see the change."""
-    if t is not None:
-        try:
-            increment_version(t)
-        except RuntimeError:  # inference tensors have no version counter
-            pass
+    return PACK_CACHE.get(weight, key, lambda: pack_weight(weight, dtype))
 
 
 def _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding,
@@ -97,17 +66,13 @@ def _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean, running_var, st
     mean, invstd, a, c = bn_finalize(psum, pm2, count, eps=eps, momentum=momentum,
                                      gamma=bn_weight, beta=bn_bias, running_mean=running_mean,
                                      running_var=running_var)
-    _bump(running_mean)
-    _bump(running_var)
     return y, mean, invstd, a, c, (idx[0] if idx else None)
 
 
 def bn_relu_bwd_coefficients(g, y, a, c, mean, invstd, gamma, training):
     """ReLU + BN backward from the pre-BN y and the upstream g: (k1, k2, k3) for
     bn_relu_bwd_apply (dy = k1*dz + k2*(y - mean) + k3), and the gamma / beta gradients.
-    Shared by every Triton op with a BN+ReLU epilogue (also ops/conv1x1_multi.py)."""
-    from ..kernels.bn_relu_bwd import bn_relu_bwd_reduce
-
+    Shared by every Triton op with a BN+ReLU epilogue (also ops/conv1x1_multi_triton.py)."""
     sum_dz, sum_dz_yc = bn_relu_bwd_reduce(g, y, a, c, shift=mean)  # centered: see the kernel
     grad_gamma = sum_dz_yc * invstd
     if training:
@@ -120,79 +85,195 @@ def bn_relu_bwd_coefficients(g, y, a, c, mean, invstd, gamma, training):
     return k1, k2, k3, grad_gamma, sum_dz
 
 
-def _pool_view(out, pool_offset, x):
-    return None if pool_offset is None else out[:, pool_offset:pool_offset + x.shape[1]]
+def _absents(like, n):
+    return tuple(absent(like) for _ in range(n))
 
+
+def _slice(t, offset, channels):
+    return None if t is None or offset < 0 else t[:, offset:offset + channels]
+
+
+# ---- registered ops: the only callers of the kernels ---------------------------------------
+
+def _forward(
+        x: Tensor, weight: Tensor, bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
+        running_mean: Optional[Tensor], running_var: Optional[Tensor], out: Optional[Tensor],
+        stride: list[int], padding: list[int], eps: float, momentum: float, training: bool,
+        out_offset: int, pool_offset: int, save: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(result, y, mean, invstd, a, c, argmax). result: the new output when `out` is None
+    (else absent: it went into out[:, out_offset:+C_out]); pool_offset >= 0: max_pool2d(x, 3, 2)
+    into out[:, pool_offset:+C_in] too. save: also return what backward needs (the pre-BN y,
+    the BN vectors, the pool argmax); else those are absent and eval folds BN into the conv."""
+    stride, padding = tuple(stride), tuple(padding)
+    c_out = weight.shape[0]
+    view, pool = _slice(out, out_offset if out is not None else -1, c_out), \
+        _slice(out, pool_offset, x.shape[1])
+    if training:
+        y, mean, invstd, a, c, idx = _bn_train_stats(
+            x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding, eps,
+            momentum, pool)
+        res = bn_relu_apply(y, a, c, out=view)
+    elif save:
+        res = conv2d_fwd(x, weight, stride=stride, padding=padding,
+                         packed=_packed(weight, x.dtype), pool_out=pool)
+        y, idx = res if pool is not None else (res, None)
+        mean, invstd, a, c = eval_affine(bn_weight, bn_bias, running_mean, running_var, eps)
+        res = bn_relu_apply(y, a, c, out=view)
+    else:  # eval, nothing to differentiate: BN folded into the conv, one kernel
+        packed, bias = _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps,
+                               x.dtype)
+        res = conv2d_fwd(x, weight, stride=stride, padding=padding, bias=bias, relu=True,
+                         out=view, packed=packed, pool_out=pool)
+        res = res[0] if pool is not None else res
+        return (absent(x) if out is not None else res,) + _absents(x, 6)
+    if not save:
+        return (absent(x) if out is not None else res,) + _absents(x, 6)
+    idx = absent(x, torch.uint8) if idx is None else idx
+    return absent(x) if out is not None else res, y, mean, invstd, a, c, idx
+
+
+# Two registrations of one implementation: training writes the running statistics, eval does
+# not (declaring them mutated there would bump their versions on every call and defeat the
+# fold cache, which is keyed on them).
+conv_bn_relu_triton_train_fwd = torch.library.custom_op(
+    name("conv_bn_relu_triton_train_fwd"), _forward,
+    mutates_args=("out", "running_mean", "running_var"))
+conv_bn_relu_triton_eval_fwd = torch.library.custom_op(
+    name("conv_bn_relu_triton_eval_fwd"), _forward, mutates_args=("out",))
+
+
+def conv_bn_relu_triton_fwd(x, weight, bn_weight, bn_bias, running_mean, running_var, out,
+                            stride, padding, eps, momentum, training, out_offset, pool_offset,
+                            save):
+    op = conv_bn_relu_triton_train_fwd if training else conv_bn_relu_triton_eval_fwd
+    return op(x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding,
+              eps, momentum, training, out_offset, pool_offset, save)
+
+
+@conv_bn_relu_triton_train_fwd.register_fake
+@conv_bn_relu_triton_eval_fwd.register_fake
+def _(x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding, eps,
+      momentum, training, out_offset, pool_offset, save):
+    n, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    shape = (n, c_out, conv_out_size(h, kh, stride[0], padding[0]),
+             conv_out_size(w, kw, stride[1], padding[1]))
+    res = absent(x) if out is not None else x.new_empty(shape).contiguous(memory_format=CL)
+    if not save:
+        return (res,) + _absents(x, 6)
+    vec = [x.new_empty((c_out,), dtype=torch.float32) for _ in range(4)]
+    idx = (x.new_empty((n, c_in) + shape[2:], dtype=torch.uint8).contiguous(memory_format=CL)
+           if pool_offset >= 0 else absent(x, torch.uint8))
+    return (res, x.new_empty(shape).contiguous(memory_format=CL), *vec, idx)
+
+
+@torch.library.custom_op(name("conv_bn_relu_triton_bwd"), mutates_args=())
+def conv_bn_relu_triton_bwd(
+        grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, mean: Tensor, invstd: Tensor,
+        a: Tensor, c: Tensor, bn_weight: Optional[Tensor], argmax: Tensor, stride: list[int],
+        padding: list[int], training: bool, out_offset: int, pool_offset: int,
+        needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(grad_x, grad_w, grad_gamma, grad_beta, grad_out): float32 BN gradients; grad_out (the
+    gradient of `out`'s old contents: `grad` with the written slices zeroed). `grad` is the
+    whole output's gradient when out_offset >= 0. needs: which of the five to compute (the
+    others are absent)."""
+    stride, padding = tuple(stride), tuple(padding)
+    need_x, need_w, need_g, need_b, need_out = needs
+    c_out = weight.shape[0]
+    grad_out_full = absent(grad)
+    grad_pool = _slice(grad, pool_offset, x.shape[1])  # a view: no copy
+    if out_offset >= 0:
+        if need_out:  # the overwritten slices no longer depend on the old contents
+            grad_out_full = grad.clone()
+            grad_out_full[:, out_offset:out_offset + c_out].zero_()
+            if pool_offset >= 0:
+                _slice(grad_out_full, pool_offset, x.shape[1]).zero_()
+        grad = grad[:, out_offset:out_offset + c_out]
+    gamma = bn_weight.float() if bn_weight is not None else torch.ones_like(invstd)
+    k1, k2, k3, grad_gamma, sum_dz = bn_relu_bwd_coefficients(grad, y, a, c, mean, invstd,
+                                                              gamma, training)
+    grad_x, grad_w = absent(grad), absent(grad)
+    if need_x or need_w:
+        grad_y = bn_relu_bwd_apply(grad, y, a, c, k1.contiguous(), k2.contiguous(),
+                                   k3.contiguous(), shift=mean)
+        if need_x:
+            grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
+                                  padding=padding)
+            if grad_pool is not None:
+                grad_x += max_pool3x3s2_bwd(grad_pool, argmax, tuple(x.shape[2:]))
+        if need_w:
+            grad_w = conv2d_wgrad(x, grad_y, tuple(weight.shape[2:]), stride=stride,
+                                  padding=padding).to(weight.dtype)
+            if grad_w is weight:  # never alias an input
+                grad_w = grad_w.clone()
+    return (grad_x, grad_w, grad_gamma if need_g else absent(grad),
+            sum_dz if need_b else absent(grad), grad_out_full)
+
+
+@conv_bn_relu_triton_bwd.register_fake
+def _(grad, x, weight, y, mean, invstd, a, c, bn_weight, argmax, stride, padding, training,
+      out_offset, pool_offset, needs):
+    need_x, need_w, need_g, need_b, need_out = needs
+    vec = lambda: mean.new_empty(mean.shape)  # noqa: E731
+    return (y.new_empty(x.shape).contiguous(memory_format=CL) if need_x else absent(grad),
+            torch.empty_like(weight, memory_format=torch.contiguous_format) if need_w
+            else absent(grad),
+            vec() if need_g else absent(grad), vec() if need_b else absent(grad),
+            torch.empty_like(grad) if need_out and out_offset >= 0 else absent(grad))
+
+
+# ---- autograd -------------------------------------------------------------------------------
 
 class _ConvBNReLUFn(torch.autograd.Function):
     """Differentiable w.r.t. x, conv weight, BN weight and bias (and `out`, whose slice is
-    overwritten: its gradient there is zero)."""
+    overwritten: its gradient there is zero). Traced whole by torch.compile."""
 
     @staticmethod
-    def forward(ctx, x, weight, bn_weight, bn_bias, out, cfg):
-        (stride, padding, eps, momentum, training, running_mean, running_var, out_offset,
-         pool_offset) = cfg
-        pool = _pool_view(out, pool_offset, x)
-        if training:
-            y, mean, invstd, a, c, idx = _bn_train_stats(
-                x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding, eps,
-                momentum, pool)
-        else:
-            res = conv2d_fwd(x, weight, stride=stride, padding=padding,
-                             packed=_packed(weight, x.dtype), pool_out=pool)
-            y, idx = res if pool is not None else (res, None)
-            mean, invstd, a, c = _affine_from_running(bn_weight, bn_bias, running_mean,
-                                                      running_var, eps)
-        c_out = weight.shape[0]
+    def forward(ctx, x, weight, bn_weight, bn_bias, out, running_mean, running_var, stride,
+                padding, eps, momentum, training, out_offset, pool_offset):
+        res, y, mean, invstd, a, c, idx = conv_bn_relu_triton_fwd(
+            x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding, eps,
+            momentum, training, out_offset, pool_offset, True)
+        ctx.save_for_backward(x, weight, y, mean, invstd, a, c, bn_weight, idx)
+        ctx.args = (stride, padding, training, out_offset if out is not None else -1,
+                    pool_offset)
+        ctx.dtypes = (None if bn_weight is None else bn_weight.dtype,
+                      None if bn_bias is None else bn_bias.dtype)
         if out is None:
-            result = bn_relu_apply(y, a, c)
-        else:
-            bn_relu_apply(y, a, c, out=out[:, out_offset:out_offset + c_out])
-            ctx.mark_dirty(out)
-            result = out
-        ctx.save_for_backward(x, weight, y, mean, invstd, a, c,
-                              bn_weight if bn_weight is not None else None, idx)
-        ctx.cfg = (stride, padding, training, out_offset, out is not None,
-                   None if bn_bias is None else bn_bias.dtype, pool_offset)
-        return result
+            return res
+        ctx.mark_dirty(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        from ..kernels.bn_relu_bwd import bn_relu_bwd_apply
-        from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
-        from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
-
         x, weight, y, mean, invstd, a, c, bn_weight, idx = ctx.saved_tensors
-        stride, padding, training, out_offset, has_out, bias_dtype, pool_offset = ctx.cfg
-        need_x, need_w, need_g, need_b, need_out = ctx.needs_input_grad[:5]
-        c_out = weight.shape[0]
-        grad_out_full = None
-        grad_pool = _pool_view(grad, pool_offset, x)  # a view: no copy
-        if has_out:
-            if need_out:  # the overwritten slices no longer depend on the old contents
-                grad_out_full = grad.clone()
-                grad_out_full[:, out_offset:out_offset + c_out].zero_()
-                if pool_offset is not None:
-                    _pool_view(grad_out_full, pool_offset, x).zero_()
-            grad = grad[:, out_offset:out_offset + c_out]
-        gamma = bn_weight.float() if bn_weight is not None else torch.ones_like(invstd)
-        k1, k2, k3, grad_gamma, sum_dz = bn_relu_bwd_coefficients(grad, y, a, c, mean, invstd,
-                                                                  gamma, training)
-        grad_x = grad_w = None
-        if need_x or need_w:
-            grad_y = bn_relu_bwd_apply(grad, y, a, c, k1.contiguous(), k2.contiguous(),
-                                       k3.contiguous(), shift=mean)
-            if need_x:
-                grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
-                                      padding=padding)
-                if grad_pool is not None:
-                    grad_x += max_pool3x3s2_bwd(grad_pool, idx, tuple(x.shape[2:]))
-            if need_w:
-                grad_w = conv2d_wgrad(x, grad_y, tuple(weight.shape[2:]), stride=stride,
-                                      padding=padding).to(weight.dtype)
-        g_gamma = grad_gamma.to(bn_weight.dtype) if need_g else None
-        g_beta = sum_dz.to(bias_dtype) if need_b else None
-        return grad_x, grad_w, g_gamma, g_beta, grad_out_full, None
+        needs = list(ctx.needs_input_grad[:5])
+        gx, gw, gg, gb, gout = conv_bn_relu_triton_bwd(grad, x, weight, y, mean, invstd, a, c,
+                                                       bn_weight, idx, *ctx.args, needs)
+        g_dtype, b_dtype = ctx.dtypes
+        return (present(gx), present(gw), gg.to(g_dtype) if needs[2] else None,
+                gb.to(b_dtype) if needs[3] else None, present(gout)) + (None,) * 9
+
+
+def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
+    check_kernel_dtype(x, "conv_bn_relu(backend='triton')", "input")
+    if weight.dtype not in (x.dtype, torch.float32):  # fp32 master weights: autocast's case
+        raise TypeError(f"conv_bn_relu(backend='triton'): conv weight dtype {weight.dtype} must "
+                        f"be the input dtype {x.dtype} or float32")
+    c_out = weight.shape[0]
+    for what, t in (("bn weight", bn_weight), ("bn bias", bn_bias),
+                    ("running_mean", running_mean), ("running_var", running_var)):
+        if t is None:
+            continue
+        if t.shape != (c_out,):
+            raise ValueError(f"conv_bn_relu(backend='triton'): {what} has shape {tuple(t.shape)}, "
+                             f"expected ({c_out},) for {c_out} output channels")
+        if t.device != x.device:
+            raise ValueError(f"conv_bn_relu(backend='triton'): {what} is on {t.device}, the input "
+                             f"on {x.device}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("conv_bn_relu(backend='triton'): eval mode needs running_mean and running_var")
 
 
 def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
@@ -206,8 +287,8 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
     _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
     c_out = weight.shape[0]
     if out is not None:  # also checked by conv_bn_relu; this function is callable directly
-        oh = out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
-        ow = out_size(x.shape[3], weight.shape[3], stride[1], padding[1])
+        oh = conv_out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
+        ow = conv_out_size(x.shape[3], weight.shape[3], stride[1], padding[1])
         if (out.dim() != 4 or out.shape[0] != x.shape[0] or tuple(out.shape[2:]) != (oh, ow)
                 or out_offset < 0 or out_offset + c_out > out.shape[1]):
             raise ValueError(f"conv_bn_relu(backend='triton'): out of shape {tuple(out.shape)} "
@@ -224,26 +305,14 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
                              f"[{out_offset}, {out_offset + c_out})")
     if running_mean is None or running_var is None:
         running_mean = running_var = None
+    args = (list(stride), list(padding), float(eps), float(momentum), bool(training),
+            out_offset, -1 if pool_offset is None else pool_offset)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))
     if needs_grad:
-        cfg = (stride, padding, float(eps), float(momentum), bool(training), running_mean,
-               running_var, out_offset, pool_offset)
-        res = _ConvBNReLUFn.apply(x, weight, bn_weight, bn_bias, out, cfg)
-        return res if out is None else res[:, out_offset:out_offset + c_out]
-
-    view = None if out is None else out[:, out_offset:out_offset + c_out]
-    pool = _pool_view(out, pool_offset, x)
-    with torch.no_grad():
-        if training:
-            y, _, _, a, c, _ = _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean,
-                                               running_var, stride, padding, eps, momentum, pool)
-            res = bn_relu_apply(y, a, c, out=view)
-        else:
-            packed, bias = _folded(weight, bn_weight, bn_bias, running_mean, running_var,
-                                   float(eps), x.dtype)
-            res = conv2d_fwd(x, weight, stride=stride, padding=padding, bias=bias, relu=True,
-                             out=view, packed=packed, pool_out=pool)
-            res = res[0] if pool is not None else res
-    _bump(out)
-    return res
+        res = _ConvBNReLUFn.apply(x, weight, bn_weight, bn_bias, out, running_mean, running_var,
+                                  *args)
+    else:
+        res = conv_bn_relu_triton_fwd(x, weight, bn_weight, bn_bias, running_mean, running_var,
+                                      out, *args, False)[0]
+    return res if out is None else out[:, out_offset:out_offset + c_out]

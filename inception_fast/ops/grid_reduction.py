@@ -23,13 +23,14 @@ folded into the conv kernel's epilogue: one kernel for the whole op). fp32, or a
 branch: cuDNN conv + the BN kernels (conv_bn_relu_cuda's path); a lone pool: the pool kernel.
 Backward: the BN+ReLU backward kernels, cuDNN for the conv's gradients, and the max-pool
 backward kernel routing each gradient to the window's argmax, added into the input gradient.
+The kernel calls are the registered ops of ops/grid_reduction_cuda.py (ops/library.py's
+pattern); _GridReductionCuda below is their autograd, so torch.compile(fullgraph=True) traces
+this path with no graph break.
 
 Backend "triton": the same single pass over the windows in any dtype (conv_bn_relu_triton with
 pool_offset: kernels/conv3x3s2_pool.py), everything else Triton too.
 """
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,9 @@ import torch.nn.functional as F
 from .. import backends
 from .checks import FLOAT_DTYPES
 from .conv_bn_relu import conv_bn_relu_reference
-
-CL = torch.channels_last
+from .conv_bn_relu_cuda import check_kernel_dtype
+from .grid_reduction_cuda import grid_reduction_cuda_bwd, grid_reduction_cuda_fwd
+from .library import present
 
 
 def grid_reduction_reference(x, weight, bn_weight, bn_bias, running_mean, running_var, *, out,
@@ -134,108 +136,47 @@ def grid_reduction_triton(x, weight, bn_weight, bn_bias, running_mean, running_v
 
 
 class _GridReductionCuda(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, gamma, beta, out, running_mean, running_var, cfg):
-        from .conv_bn_relu_cuda import _f32, bn_forward, eval_affine
+    """The cuda path's autograd: the registered ops of ops/grid_reduction_cuda.py each way.
+    Differentiable w.r.t. x, the conv weight, BN weight and bias, and `out` (whose written
+    slices get zero gradient). Traced whole by torch.compile."""
 
-        kern = cfg.kern
-        xc = x.contiguous(memory_format=CL)
-        N, C, H, W = xc.shape
-        OH, OW = (H - 3) // 2 + 1, (W - 3) // 2 + 1
-        direct = out.is_contiguous(memory_format=CL)
-        target = out if direct else torch.empty_like(out, memory_format=CL)
-        has_conv, has_pool = weight is not None, cfg.pool_offset is not None
-        Co = weight.shape[0] if has_conv else 0
-        argmax = (torch.empty((N, C, OH, OW), dtype=torch.uint8, device=x.device,
-                              memory_format=CL) if has_pool else None)
-        pool_args = (target, cfg.pool_offset, argmax) if has_pool else (None, 0, None)
-        y = mean = invstd = scale = shift = None
-        fused = has_conv and has_pool and x.dtype in (torch.float16, torch.bfloat16)
-        need_grad = any(ctx.needs_input_grad[:4])
-        if has_conv:
-            g32, b32 = _f32(gamma), _f32(beta)
-            w = weight.detach()
-            if fused and not cfg.training and not need_grad:
-                # Eval, nothing to differentiate: conv + BN + ReLU + pool in one kernel.
-                mean, invstd, scale, shift = eval_affine(g32, b32, running_mean, running_var,
-                                                         cfg.eps)
-                kern.grid_reduce(xc, w, target, cfg.conv_offset, *pool_args, None, None, scale,
-                                 shift)
-            else:
-                stats = None
-                if fused:
-                    y = torch.empty((N, Co, OH, OW), dtype=x.dtype, device=x.device,
-                                    memory_format=CL)
-                    if cfg.training:
-                        stats = (torch.zeros(Co, dtype=torch.float64, device=x.device),
-                                 torch.zeros(Co, dtype=torch.float64, device=x.device))
-                    kern.grid_reduce(xc, w, y, 0, *pool_args, *(stats or (None, None)))
-                else:  # cuDNN conv; the pool (if any) runs alone below
-                    y = F.conv2d(xc, w, None, 2, 0).contiguous(memory_format=CL)
-                mean, invstd, scale, shift = bn_forward(kern, y, stats, g32, b32, running_mean,
-                                                        running_var, training=cfg.training,
-                                                        eps=cfg.eps, momentum=cfg.momentum)
-                kern.bn_apply_relu(y, scale, shift, target, cfg.conv_offset)
-        if has_pool and not fused:
-            kern.grid_reduce(xc, None, None, 0, *pool_args)
-        if not direct:
-            for off, c in cfg.slices:
-                out[:, off:off + c].copy_(target[:, off:off + c])
-        ctx.save_for_backward(xc, weight, y, mean, invstd, scale, shift, argmax)
-        ctx.cfg = cfg
+    @staticmethod
+    def forward(ctx, x, weight, gamma, beta, out, running_mean, running_var, conv_offset,
+                pool_offset, eps, momentum, training):
+        save = any(ctx.needs_input_grad[:4])
+        y, mean, invstd, scale, shift, argmax = grid_reduction_cuda_fwd(
+            x, weight, gamma, beta, running_mean, running_var, out, conv_offset, pool_offset,
+            eps, momentum, training, save)
+        ctx.save_for_backward(x, weight, y, mean, invstd, scale, shift, argmax)
+        ctx.args = (conv_offset, pool_offset, training)
+        ctx.dtypes = (None if gamma is None else gamma.dtype, None if beta is None else beta.dtype)
         ctx.mark_dirty(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        from .conv_bn_relu_cuda import bn_relu_backward, grad_slice
-
-        xc, weight, y, mean, invstd, scale, shift, argmax = ctx.saved_tensors
-        cfg, kern = ctx.cfg, ctx.cfg.kern
-        need_x, need_w, need_g, need_b, need_out = ctx.needs_input_grad[:5]
-        dx = dw = dgamma = dbeta = None
-        if weight is not None:
-            dy, sum_g, sum_gx = bn_relu_backward(kern, grad, cfg.conv_offset, y, mean, invstd,
-                                                 scale, shift, cfg.training)
-            if need_x or need_w:
-                dx, dw, _ = torch.ops.aten.convolution_backward(
-                    dy, xc, weight, None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1,
-                    [need_x, need_w, False])
-            dgamma = sum_gx.to(cfg.gamma_dtype) if need_g else None
-            dbeta = sum_g.to(cfg.beta_dtype) if need_b else None
-        if need_x and argmax is not None:
-            g, goff = grad_slice(grad, cfg.pool_offset, xc.shape[1])
-            if dx is None:
-                dx = torch.empty_like(xc, memory_format=CL)
-                kern.maxpool_bwd(g, goff, argmax, dx, False)
-            else:
-                dx = dx.contiguous(memory_format=CL)
-                kern.maxpool_bwd(g, goff, argmax, dx, True)
-        dout = None
-        if need_out:
-            from .conv_bn_relu_cuda import passthrough_grad
-
-            dout = passthrough_grad(grad, cfg.slices)
-        return dx, dw, dgamma, dbeta, dout, None, None, None
+        x, weight, y, mean, invstd, scale, shift, argmax = ctx.saved_tensors
+        needs = list(ctx.needs_input_grad[:5])
+        dx, dw, dgamma, dbeta, dout = grid_reduction_cuda_bwd(
+            grad, x, weight, y, mean, invstd, scale, shift, argmax, *ctx.args, needs)
+        g_dtype, b_dtype = ctx.dtypes
+        return (present(dx), present(dw), dgamma.to(g_dtype) if needs[2] else None,
+                dbeta.to(b_dtype) if needs[3] else None, present(dout)) + (None,) * 7
 
 
 def grid_reduction_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, *, out,
                         conv_offset=0, pool_offset=None, eps=1e-3, momentum=0.1, training=False):
     """The `cuda` backend of grid_reduction (inputs already checked); returns `out`."""
-    from .conv_bn_relu_cuda import check_kernel_dtype, kernels
-
     check_kernel_dtype(x, "grid_reduction")
     if weight is not None and weight.dtype != x.dtype:
         raise TypeError(f"grid_reduction: weight dtype {weight.dtype} differs from the input "
                         f"dtype {x.dtype}")
-    slices = []
-    if weight is not None:
-        slices.append((conv_offset, weight.shape[0]))
-    if pool_offset is not None:
-        slices.append((pool_offset, x.shape[1]))
-    cfg = SimpleNamespace(kern=kernels(), conv_offset=conv_offset, pool_offset=pool_offset, eps=eps,
-                          momentum=momentum, training=training, slices=slices,
-                          gamma_dtype=bn_weight.dtype if bn_weight is not None else None,
-                          beta_dtype=bn_bias.dtype if bn_bias is not None else None)
-    return _GridReductionCuda.apply(x, weight, bn_weight, bn_bias, out, running_mean, running_var,
-                                    cfg)
+    args = (conv_offset, -1 if pool_offset is None else pool_offset, float(eps),
+            float(momentum), bool(training))
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight, bn_weight, bn_bias, out)):
+        return _GridReductionCuda.apply(x, weight, bn_weight, bn_bias, out, running_mean,
+                                        running_var, *args)
+    grid_reduction_cuda_fwd(x, weight, bn_weight, bn_bias, running_mean, running_var, out,
+                            *args, False)  # bumps the versions of what it wrote itself
+    return out

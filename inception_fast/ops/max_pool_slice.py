@@ -3,16 +3,27 @@ of the grid reductions Mixed_6a / Mixed_7a), and its pure-torch reference.
 
     max_pool3x3s2_into(x, out, offset, backend) -> out[:, offset:offset + C] (a view)
 
-Triton backend: kernels/max_pool3x3s2.py (argmax kept as uint8, backward a gather). Used when
-the CUDA grid-reduction op (inception_fast/ops/grid_reduction.py) is not the chosen backend.
+Triton backend: kernels/max_pool3x3s2.py (argmax kept as uint8, backward a gather), behind the
+registered ops (ops/library.py)
+    inception_fast::max_pool3x3s2_triton_fwd(x, out, offset) -> argmax     (writes `out`)
+    inception_fast::max_pool3x3s2_triton_bwd(grad, argmax, ...) -> (grad_x, grad_out)
+so torch.compile sees one opaque node each way. Used when the CUDA grid-reduction op
+(inception_fast/ops/grid_reduction.py) is not the chosen backend.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.graph import increment_version
+from torch import Tensor
 
 from .. import backends
+from .library import absent, name, present
+
+CL = torch.channels_last
+
+
+def _out_hw(h, w):
+    return (h - 3) // 2 + 1, (w - 3) // 2 + 1
 
 
 def _check(x, out, offset):
@@ -22,7 +33,7 @@ def _check(x, out, offset):
     n, c, h, w = x.shape
     if h < 3 or w < 3:
         raise ValueError(f"{what}: input must be at least 3x3, got {h}x{w}")
-    oh, ow = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+    oh, ow = _out_hw(h, w)
     if out.dim() != 4 or out.shape[0] != n or tuple(out.shape[2:]) != (oh, ow):
         raise ValueError(f"{what}: out has shape {tuple(out.shape)}, expected "
                          f"({n}, C_total, {oh}, {ow})")
@@ -40,30 +51,72 @@ def max_pool3x3s2_reference(x, out, offset):
     return view
 
 
+# ---- registered ops: the only callers of the kernels ---------------------------------------
+
+@torch.library.custom_op(name("max_pool3x3s2_triton_fwd"), mutates_args=("out",))
+def max_pool3x3s2_triton_fwd(x: Tensor, out: Tensor, offset: int) -> Tensor:
+    """max_pool2d(x, 3, 2) into out[:, offset:offset + C]; returns the argmax (the winning tap
+    0..8 per output element, dense uint8 channels_last (N, C, OH, OW))."""
+    from ..kernels.max_pool3x3s2 import max_pool3x3s2_fwd
+
+    _, idx = max_pool3x3s2_fwd(x, out=out[:, offset:offset + x.shape[1]])
+    return idx
+
+
+@max_pool3x3s2_triton_fwd.register_fake
+def _(x, out, offset):
+    n, c, h, w = x.shape
+    return torch.empty((n, c) + _out_hw(h, w), dtype=torch.uint8, device=x.device,
+                       memory_format=CL)
+
+
+@torch.library.custom_op(name("max_pool3x3s2_triton_bwd"), mutates_args=())
+def max_pool3x3s2_triton_bwd(grad: Tensor, argmax: Tensor, offset: int, input_hw: list[int],
+                             need_x: bool, need_out: bool) -> tuple[Tensor, Tensor]:
+    """(grad_x, grad_out) from `grad`, the gradient of the whole `out`: grad_x (channels_last
+    (N, C, H, W)) routes each window's gradient to its argmax; grad_out is the gradient of
+    `out`'s old contents (`grad` with the pool slice zeroed). Each is absent unless asked for."""
+    from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
+
+    c = argmax.shape[1]
+    grad_x = grad_out = absent(grad)
+    if need_x:
+        grad_x = max_pool3x3s2_bwd(grad[:, offset:offset + c], argmax, tuple(input_hw))
+    if need_out:  # the blocks pass a fresh `out`: this copy never runs there
+        grad_out = grad.clone()
+        grad_out[:, offset:offset + c].zero_()
+    return grad_x, grad_out
+
+
+@max_pool3x3s2_triton_bwd.register_fake
+def _(grad, argmax, offset, input_hw, need_x, need_out):
+    n, c = argmax.shape[:2]
+    grad_x = (torch.empty((n, c, *input_hw), dtype=grad.dtype, device=grad.device,
+                          memory_format=CL) if need_x else absent(grad))
+    return grad_x, torch.empty_like(grad) if need_out else absent(grad)
+
+
+# ---- autograd -------------------------------------------------------------------------------
+
 class _MaxPoolIntoFn(torch.autograd.Function):
+    """Differentiable w.r.t. x and `out` (whose pool slice is overwritten: zero gradient
+    there). Traced whole by torch.compile."""
+
     @staticmethod
     def forward(ctx, x, out, offset):
-        from ..kernels.max_pool3x3s2 import max_pool3x3s2_fwd
-
-        _, idx = max_pool3x3s2_fwd(x, out=out[:, offset:offset + x.shape[1]])
+        idx = max_pool3x3s2_triton_fwd(x, out, offset)
         ctx.save_for_backward(idx)
-        ctx.cfg = (offset, tuple(x.shape[2:]))
+        ctx.cfg = (offset, [x.shape[2], x.shape[3]])
         ctx.mark_dirty(out)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
-
         (idx,) = ctx.saved_tensors
         offset, hw = ctx.cfg
-        g = grad[:, offset:offset + idx.shape[1]]  # a view: no copy
-        dx = max_pool3x3s2_bwd(g, idx, hw) if ctx.needs_input_grad[0] else None
-        dout = None
-        if ctx.needs_input_grad[1]:  # the blocks pass a fresh `out`: this copy never runs there
-            dout = grad.clone()
-            dout[:, offset:offset + idx.shape[1]] = 0
-        return dx, dout, None
+        need_x, need_out = ctx.needs_input_grad[:2]
+        dx, dout = max_pool3x3s2_triton_bwd(grad, idx, offset, hw, need_x, need_out)
+        return present(dx), present(dout), None
 
 
 def max_pool3x3s2_into(x, out, offset, *, backend="torch"):
@@ -75,14 +128,7 @@ def max_pool3x3s2_into(x, out, offset, *, backend="torch"):
     if b == "torch":
         return max_pool3x3s2_reference(x, out, offset)
     if torch.is_grad_enabled() and (x.requires_grad or out.requires_grad):
-        res = _MaxPoolIntoFn.apply(x, out, offset)
-        return res[:, offset:offset + x.shape[1]]
-    from ..kernels.max_pool3x3s2 import max_pool3x3s2_fwd
-
-    view = out[:, offset:offset + x.shape[1]]
-    max_pool3x3s2_fwd(x, out=view)
-    try:
-        increment_version(out)
-    except RuntimeError:
-        pass
-    return view
+        out = _MaxPoolIntoFn.apply(x, out, offset)
+    else:
+        max_pool3x3s2_triton_fwd(x, out, offset)  # bumps out's version itself
+    return out[:, offset:offset + x.shape[1]]

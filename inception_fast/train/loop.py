@@ -94,6 +94,9 @@ class Run:
                                                       args.noise_seed, args.dataset)
         else:
             noisy, self.flip_rate = clean.clone(), 0.0
+        if len(clean) and not bool(((noisy >= 0) & (noisy < k)).all()):
+            # Checked once here, so the loss skips it per step (a host sync each on a GPU).
+            raise ValueError(f"{args.dataset}: a training label is not a class index in [0, {k})")
         self.labels = LabelState(clean, noisy, k, begin=args.begin, track=args.joint_opt)
         if args.noise != "none":
             self.log(f"{args.noise} noise, rate {args.noise_rate} (seed {args.noise_seed}): "
@@ -111,15 +114,16 @@ class Run:
         if stage == 1 and not a.joint_opt:
             y = self.labels.noisy[idx].to(logits.device)
             return label_smoothing_cross_entropy(logits, y, eps=a.label_smoothing,
-                                                 backend=a.loss_backend), {}
+                                                 backend=a.loss_backend,
+                                                 check_values=False), {}
         soft = self.labels.soft[idx].to(logits.device)
         if stage == 1:
             return joint_optimization_loss(logits, soft, alpha=a.alpha, beta=a.beta,
-                                           backend=a.loss_backend)
+                                           backend=a.loss_backend, check_values=False)
         # Stage 2: plain soft-label cross-entropy on the recovered labels (the authors'
         # second step); KL(soft || p) has the same gradient.
         return joint_optimization_loss(logits, soft, alpha=0.0, beta=0.0,
-                                       backend=a.loss_backend)
+                                       backend=a.loss_backend, check_values=False)
 
     def autocast(self):
         if self.amp_dtype is None:
