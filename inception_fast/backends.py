@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 
 import torch
+
+from .kernels.dtypes import interpreter_on as triton_interpreter_on  # one home: kernels/dtypes.py
 
 BACKENDS = ("torch", "triton", "cuda")
 CHOICES = BACKENDS + ("auto",)
@@ -21,10 +22,6 @@ CHOICES = BACKENDS + ("auto",)
 
 class BackendUnavailableError(RuntimeError):
     """A backend was asked for explicitly but cannot run here; the message says why."""
-
-
-def triton_interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @functools.lru_cache(maxsize=None)

@@ -39,7 +39,7 @@ def _versions() -> str:
         tv = triton.__version__
     except Exception:  # no triton: the key says so
         tv = "none"
-    from . import __version__ as ifv
+    from .version import __version__ as ifv
 
     return f"torch{torch.__version__}-triton{tv}-if{ifv}"
 

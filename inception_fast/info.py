@@ -10,7 +10,8 @@ import platform
 def report() -> str:
     import torch
 
-    from . import __version__, backends, ext
+    from . import backends, ext
+    from .version import __version__
 
     lines = [f"inception_fast {__version__}", f"python {platform.python_version()}",
              f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})"]

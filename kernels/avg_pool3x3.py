@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import STAT_ROWS, store_group_stats
+from .conv_common import STAT_ROWS, store_group_stats
 from .dtypes import check_kernel_dtype, interpreter_on
 
 

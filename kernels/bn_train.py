@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv2d_fwd import STAT_ROWS, interpreter_on
+from .conv_common import STAT_ROWS
+from .dtypes import interpreter_on
 
 # Above this many groups, merge in parallel passes first (a single pass over, say, 170k
 # groups would run on a handful of programs only).

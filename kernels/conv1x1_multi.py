@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .configs import autotuned
-from .conv2d_fwd import gemm_tile, interpreter_on, interpreter_tiles, mma, use_ieee
+from .conv_common import gemm_tile, interpreter_tiles, mma, use_ieee
+from .dtypes import interpreter_on
 
 
 @triton.jit

@@ -26,8 +26,9 @@ import triton
 import triton.language as tl
 
 from .configs import CONV_FWD, autotuned
-from .conv2d_fwd import (conv_epilogue, gemm_tile, interpreter_on, interpreter_tiles, launch, mma,
-                         prune_configs)
+from .conv_common import (conv_epilogue, gemm_tile, interpreter_tiles, launch, mma,
+                          prune_configs)
+from .dtypes import interpreter_on
 
 # The largest tile height among the GPU configs (a halo tile needs (n - 1) * D <= BLOCK_M).
 _MAX_GPU_BLOCK_M = max(shape[0] for shape in CONV_FWD)

@@ -26,6 +26,8 @@ import triton.language as tl
 from . import dtypes
 from .conv2d_asym import halo_shift
 from .conv2d_fwd import conv2d_fwd
+from .conv_common import use_ieee
+from .sizes import conv_out_size
 from .configs import autotuned
 from .dtypes import check_kernel_dtype, interpreter_on
 
@@ -179,11 +181,13 @@ def _check_runnable(t, what, name):
 
 
 def _prec(dtype):
-    return "ieee" if dtype == torch.float32 else "tf32"  # ignored by tl.dot for 16-bit inputs
+    """The forward's dot-precision rule (conv_common.use_ieee: TF32 for fp32 only where torch
+    allows it for convolutions); ignored by tl.dot for 16-bit inputs."""
+    return "ieee" if use_ieee(dtype) else "tf32"
 
 
 def _out_size(size, k, stride, pad, what):
-    o = (size + 2 * pad - k) // stride + 1
+    o = conv_out_size(size, k, stride, pad)
     if o <= 0:
         raise ValueError(f"{what}: kernel {k} with padding {pad} does not fit an input of size {size}")
     return o

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from .configs import autotuned
-from .conv2d_fwd import conv_epilogue, gemm_tile, mma, prune_configs
+from .conv_common import conv_epilogue, gemm_tile, launch, mma, prune_configs
 
 
 @autotuned(key=["N", "H", "W", "C_in", "C_out", "HAS_BIAS", "RELU", "STATS"],
@@ -64,3 +64,11 @@ def _conv3x3s2_pool_kernel(
         w_base += BLOCK_K * C_out
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
                   bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
+
+
+def launch_conv3x3s2_pool(grid, args: dict, pool_out, idx, c_in: int, flags: dict) -> None:
+    """Launch for conv2d_fwd(pool_out=...): `args` the conv's (kernels/conv2d_fwd.py), plus the
+    pool slice view and its uint8 argmax."""
+    launch(_conv3x3s2_pool_kernel, grid,
+           {**args, "p_ptr": pool_out, "idx_ptr": idx,
+            **dict(zip(("spn", "spc", "sph", "spw"), pool_out.stride()))}, c_in, flags)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from inception_fast.backends import why_unavailable
 from inception_fast.kernels import conv2d_asym
+from inception_fast.kernels import conv2d_fwd as conv2d_fwd_module
 from inception_fast.kernels.bn_train import bn_finalize, bn_relu_apply
 from inception_fast.kernels.configs import CONV_FWD, gpu_configs
 from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, pack_weight,
@@ -30,10 +31,8 @@ def rows(y):
 @pytest.fixture(autouse=True)
 def _exact_fp32():
     """On a GPU, compare fp32 against torch with TF32 off on both sides."""
-    prev = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = prev
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield
 
 
 CONVS = [  # (N, C_in, H, W, C_out, kernel, stride, padding): generic, FLAT_K and asym paths
@@ -96,7 +95,8 @@ def test_conv_bias_relu_into_slice(n, ci, h, w, co, k, s, p):
 def test_asym_filters_use_the_asym_kernel(monkeypatch):
     calls = []
     orig = conv2d_asym.launch_asym
-    monkeypatch.setattr(conv2d_asym, "launch_asym", lambda *a: (calls.append(a[2:4]), orig(*a)))
+    monkeypatch.setattr(conv2d_fwd_module, "launch_asym",
+                        lambda *a: (calls.append(a[2:4]), orig(*a)))
     x = torch.randn(2, 16, 6, 6, device=DEV)
     for k, p in (((1, 7), (0, 3)), ((7, 1), (3, 0)), ((3, 3), (1, 1))):
         wt = torch.randn(8, 16, *k, device=DEV)

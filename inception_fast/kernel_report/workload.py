@@ -36,7 +36,8 @@ def input_shape(model: str, batch: int, size: int) -> tuple[int, ...]:
 
 
 def build_model(model: str, size: int, dtype: torch.dtype, backend: str) -> nn.Module:
-    import inception_fast
+    from ..models import inception_v3
+    from ..models.inception_v3_paper import inception_v3_paper
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -44,10 +45,10 @@ def build_model(model: str, size: int, dtype: torch.dtype, backend: str) -> nn.M
         if model == "units":
             net = _units(backend)
         elif model == "inception_v3":
-            net = inception_fast.inception_v3(backend=backend, input_size=size,
+            net = inception_v3(backend=backend, input_size=size,
                                               init_weights=False)
         else:
-            net = inception_fast.inception_v3_paper(backend=backend, input_size=size)
+            net = inception_v3_paper(backend=backend, input_size=size)
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.to(dtype)

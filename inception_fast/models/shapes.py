@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 
+from ..kernels.sizes import conv_out_size
+
 
 def _conv(s: int, k: int = 3, stride: int = 1, pad: int = 0) -> int:
-    return (s + 2 * pad - k) // stride + 1
+    return conv_out_size(s, k, stride, pad)
 
 
 def grid_sizes(size: int, input_size: int = 299) -> dict[str, int]:

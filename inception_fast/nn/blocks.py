@@ -101,8 +101,8 @@ def _width(m: ConvBNReLU) -> int:
     return m.conv.out_channels
 
 
-class _Block(nn.Module):
-    """Chooses the structure per call (see the module doc)."""
+class InceptionBlock(nn.Module):
+    """Base of the Inception blocks: chooses the structure per call (see the module doc)."""
 
     def _backend(self, x) -> str:
         backend = getattr(self, self._FIRST).backend  # follows Inception3.set_backend
@@ -121,7 +121,7 @@ class _Block(nn.Module):
         return self._forward_fused(autocast_input(x), b)
 
 
-class InceptionA(_Block):
+class InceptionA(InceptionBlock):
     """35x35 block (Mixed_5b-d): 1x1 | 1x1->5x5 | 1x1->3x3->3x3 | avgpool->1x1."""
 
     _FIRST = "branch1x1"
@@ -159,7 +159,7 @@ class InceptionA(_Block):
         return torch.cat([b1, b5, b3, bp], 1)
 
 
-class InceptionB(_Block):
+class InceptionB(InceptionBlock):
     """Grid reduction 35->17 (Mixed_6a): 3x3/2 | 1x1->3x3->3x3/2 | maxpool 3x3/2."""
 
     _FIRST = "branch3x3"
@@ -193,7 +193,7 @@ class InceptionB(_Block):
         return torch.cat([b3, bd, bp], 1)
 
 
-class InceptionC(_Block):
+class InceptionC(InceptionBlock):
     """17x17 block (Mixed_6b-e) with 1x7 / 7x1 factorized convolutions."""
 
     _FIRST = "branch1x1"
@@ -236,7 +236,7 @@ class InceptionC(_Block):
         return torch.cat([b1, b7, bd, bp], 1)
 
 
-class InceptionD(_Block):
+class InceptionD(InceptionBlock):
     """Grid reduction 17->8 (Mixed_7a): 1x1->3x3/2 | 1x1->1x7->7x1->3x3/2 | maxpool 3x3/2."""
 
     _FIRST = "branch3x3_1"
@@ -272,7 +272,7 @@ class InceptionD(_Block):
         return torch.cat([b3, b7, bp], 1)
 
 
-class InceptionE(_Block):
+class InceptionE(InceptionBlock):
     """8x8 block (Mixed_7b-c), expanded filter bank: parallel 1x3 and 3x1."""
 
     _FIRST = "branch1x1"

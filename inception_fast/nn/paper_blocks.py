@@ -32,7 +32,7 @@ from torch import nn
 from ..ops.amp import autocast_dtype, autocast_input
 from ..ops.checks import conv_out_size
 from ..ops.grid_reduction import grid_reduction
-from .blocks import InceptionA, InceptionC, _Block
+from .blocks import InceptionA, InceptionC, InceptionBlock
 from .conv_bn_relu import ConvBNReLU
 
 
@@ -54,7 +54,7 @@ class InceptionFig5(InceptionA):
     _MID = ("branch3x3_1", "branch3x3_2")
 
     def __init__(self, in_channels: int, backend: str = "auto"):
-        _Block.__init__(self)  # its own units, not InceptionA's
+        InceptionBlock.__init__(self)  # its own units, not InceptionA's
         conv = partial(ConvBNReLU, backend=backend)
         self.branch1x1 = conv(in_channels, 64, kernel_size=1)
         self.branch3x3_1 = conv(in_channels, 48, kernel_size=1)

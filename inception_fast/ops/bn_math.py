@@ -4,6 +4,11 @@ from __future__ import annotations
 import torch
 
 
+def f32_vec(t):
+    """A per-channel BN parameter as the kernels take it: detached, float32, contiguous."""
+    return None if t is None else t.detach().float().contiguous()
+
+
 def eval_affine(gamma, beta, running_mean, running_var, eps):
     """BN with the running statistics as relu(a*y + c): fresh float32 contiguous
     (mean, invstd, a, c) with a = gamma*invstd, c = beta - mean*a (gamma 1, beta 0 when None).

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.sizes import conv_out_size  # noqa: F401  (re-exported for the ops)
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -38,6 +40,3 @@ def check_out_slice(out: torch.Tensor, x_shape, c_out: int, offset: int, oh: int
     if out.device != device:
         raise ValueError(f"{what}: out is on {out.device}, the input on {device}")
 
-
-def conv_out_size(size: int, k: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - k) // stride + 1

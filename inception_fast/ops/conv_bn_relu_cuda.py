@@ -29,12 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..backends import BackendUnavailableError
-from .bn_math import eval_affine
+from ..kernels.dtypes import check_kernel_dtype as check_dtype
+from .bn_math import eval_affine, f32_vec
 from .checks import conv_out_size
-from .library import absent, name, present
+from .library import absent, name, present, train_and_eval_ops
+from ..kernels.sizes import conv_out_shape
 
 CL = torch.channels_last
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Tests point this at inception_fast.ops.csrc_reference to run the Functions on CPU tensors.
 kernels_override = None
@@ -53,9 +54,8 @@ def kernels():
 
 
 def check_kernel_dtype(x: torch.Tensor, what: str) -> None:
-    if x.dtype not in KERNEL_DTYPES:
-        raise TypeError(f"{what}: backend 'cuda' supports float32, float16 and bfloat16 inputs, "
-                        f"got {x.dtype} (use backend='torch' for it)")
+    """The CUDA kernels take the Triton kernels' dtypes (kernels/dtypes.py, one message)."""
+    check_dtype(x, f"{what}(backend='cuda')", "input", gemm=False)
 
 
 def asym_taps(weight_shape, stride, padding):
@@ -77,10 +77,6 @@ def use_asym_conv(kern, x_shape, weight_shape, stride, padding) -> bool:
     taps, pad = t
     line = x_shape[2] if weight_shape[3] == 1 else x_shape[3]
     return taps <= kern.asym_conv_max_taps() and line + 2 * pad <= kern.asym_conv_max_padded_line()
-
-
-def _f32(t):
-    return None if t is None else t.detach().float().contiguous()
 
 
 def bn_forward(kern, y, stats, gamma, beta, running_mean, running_var, *, training, eps, momentum,
@@ -166,8 +162,7 @@ def _forward(x: Tensor, weight: Tensor, gamma: Optional[Tensor], beta: Optional[
     Co = weight.shape[0]
     OH = conv_out_size(H, weight.shape[2], stride[0], padding[0])
     OW = conv_out_size(W, weight.shape[3], stride[1], padding[1])
-    g32 = None if gamma is None else gamma.detach().float().contiguous()
-    b32 = None if beta is None else beta.detach().float().contiguous()
+    g32, b32 = f32_vec(gamma), f32_vec(beta)
     asym = use_asym_conv(kern, xc.shape, weight.shape, stride, padding)
     pad = asym_taps(weight.shape, stride, padding)[1] if asym else 0
     direct = out is not None and out.is_contiguous(memory_format=CL)
@@ -205,22 +200,16 @@ def _forward(x: Tensor, weight: Tensor, gamma: Optional[Tensor], beta: Optional[
     return result, y, bn
 
 
-# Training writes the running statistics, eval does not (see conv_bn_relu_triton.py).
-conv_bn_relu_cuda_train_fwd = torch.library.custom_op(
-    name("conv_bn_relu_cuda_train_fwd"), _forward,
-    mutates_args=("out", "running_mean", "running_var"))
-conv_bn_relu_cuda_eval_fwd = torch.library.custom_op(
-    name("conv_bn_relu_cuda_eval_fwd"), _forward, mutates_args=("out",))
+conv_bn_relu_cuda_train_fwd, conv_bn_relu_cuda_eval_fwd = train_and_eval_ops(
+    "conv_bn_relu_cuda", _forward)
 
 
 @conv_bn_relu_cuda_train_fwd.register_fake
 @conv_bn_relu_cuda_eval_fwd.register_fake
 def _(x, weight, gamma, beta, running_mean, running_var, out, stride, padding, eps, momentum,
       training, out_offset, save):
-    n, _, h, w = x.shape
-    co, _, kh, kw = weight.shape
-    shape = (n, co, conv_out_size(h, kh, stride[0], padding[0]),
-             conv_out_size(w, kw, stride[1], padding[1]))
+    shape = conv_out_shape(x.shape, weight.shape, stride, padding)
+    co = shape[1]
     result = absent(x) if out is not None else x.new_empty(shape).contiguous(memory_format=CL)
     if not save:
         return result, absent(x), absent(x)

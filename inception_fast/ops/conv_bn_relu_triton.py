@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .bn_math import eval_affine
 from .checks import conv_out_size
-from .library import absent, name, present
+from .library import absent, absents, name, present, train_and_eval_ops
 from .param_cache import ParamCache, version_key
 from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
 from ..kernels.bn_train import bn_finalize, bn_relu_apply
@@ -32,6 +32,7 @@ from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 from ..kernels.conv2d_fwd import conv2d_fwd, pack_weight
 from ..kernels.dtypes import check_kernel_dtype
 from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
+from ..kernels.sizes import conv_out_shape
 
 CL = torch.channels_last
 # conv weight -> packed weights (BN-folded in eval with no grad), rebuilt when an input changed.
@@ -85,10 +86,6 @@ def bn_relu_bwd_coefficients(g, y, a, c, mean, invstd, gamma, training):
     return k1, k2, k3, grad_gamma, sum_dz
 
 
-def _absents(like, n):
-    return tuple(absent(like) for _ in range(n))
-
-
 def _slice(t, offset, channels):
     return None if t is None or offset < 0 else t[:, offset:offset + channels]
 
@@ -126,21 +123,15 @@ def _forward(
         res = conv2d_fwd(x, weight, stride=stride, padding=padding, bias=bias, relu=True,
                          out=view, packed=packed, pool_out=pool)
         res = res[0] if pool is not None else res
-        return (absent(x) if out is not None else res,) + _absents(x, 6)
+        return (absent(x) if out is not None else res,) + absents(x, 6)
     if not save:
-        return (absent(x) if out is not None else res,) + _absents(x, 6)
+        return (absent(x) if out is not None else res,) + absents(x, 6)
     idx = absent(x, torch.uint8) if idx is None else idx
     return absent(x) if out is not None else res, y, mean, invstd, a, c, idx
 
 
-# Two registrations of one implementation: training writes the running statistics, eval does
-# not (declaring them mutated there would bump their versions on every call and defeat the
-# fold cache, which is keyed on them).
-conv_bn_relu_triton_train_fwd = torch.library.custom_op(
-    name("conv_bn_relu_triton_train_fwd"), _forward,
-    mutates_args=("out", "running_mean", "running_var"))
-conv_bn_relu_triton_eval_fwd = torch.library.custom_op(
-    name("conv_bn_relu_triton_eval_fwd"), _forward, mutates_args=("out",))
+conv_bn_relu_triton_train_fwd, conv_bn_relu_triton_eval_fwd = train_and_eval_ops(
+    "conv_bn_relu_triton", _forward)
 
 
 def conv_bn_relu_triton_fwd(x, weight, bn_weight, bn_bias, running_mean, running_var, out,
@@ -155,13 +146,12 @@ def conv_bn_relu_triton_fwd(x, weight, bn_weight, bn_bias, running_mean, running
 @conv_bn_relu_triton_eval_fwd.register_fake
 def _(x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding, eps,
       momentum, training, out_offset, pool_offset, save):
-    n, c_in, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    shape = (n, c_out, conv_out_size(h, kh, stride[0], padding[0]),
-             conv_out_size(w, kw, stride[1], padding[1]))
+    n, c_in = x.shape[:2]
+    shape = conv_out_shape(x.shape, weight.shape, stride, padding)
+    c_out = shape[1]
     res = absent(x) if out is not None else x.new_empty(shape).contiguous(memory_format=CL)
     if not save:
-        return (res,) + _absents(x, 6)
+        return (res,) + absents(x, 6)
     vec = [x.new_empty((c_out,), dtype=torch.float32) for _ in range(4)]
     idx = (x.new_empty((n, c_in) + shape[2:], dtype=torch.uint8).contiguous(memory_format=CL)
            if pool_offset >= 0 else absent(x, torch.uint8))

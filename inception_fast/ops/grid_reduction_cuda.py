@@ -23,19 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bn_math import eval_affine
+from .bn_math import eval_affine, f32_vec
 from .conv_bn_relu_cuda import bn_forward, bn_relu_backward, grad_slice, kernels, passthrough_grad
-from .library import absent, name
+from .library import absent, absents, name, train_and_eval_ops
+from ..kernels.sizes import pool3x3s2_out_hw as _out_hw
 
 CL = torch.channels_last
 
-
-def _f32(t):
-    return None if t is None else t.detach().float().contiguous()
-
-
-def _out_hw(h, w):
-    return (h - 3) // 2 + 1, (w - 3) // 2 + 1
 
 
 def _slices(x, weight, conv_offset, pool_offset):
@@ -50,9 +44,6 @@ def _weight_format(weight):
         return CL
     return torch.contiguous_format
 
-
-def _absents(like, n):
-    return tuple(absent(like) for _ in range(n))
 
 
 # ---- forward ----------------------------------------------------------------------------
@@ -80,7 +71,7 @@ def _forward(
     fused = has_conv and has_pool and x.dtype in (torch.float16, torch.bfloat16)
     y = vecs = None
     if has_conv:
-        g32, b32 = _f32(bn_weight), _f32(bn_bias)
+        g32, b32 = f32_vec(bn_weight), f32_vec(bn_bias)
         w = weight.detach()
         Co = w.shape[0]
         if fused and not training and not save:
@@ -111,17 +102,14 @@ def _forward(
         for off, c in _slices(x, weight, conv_offset, pool_offset):
             out[:, off:off + c].copy_(target[:, off:off + c])
     if not save:
-        return _absents(x, 5) + (absent(x, torch.uint8),)
+        return absents(x, 5) + (absent(x, torch.uint8),)
     y = absent(x) if y is None else y
-    vecs = _absents(x, 4) if vecs is None else vecs
+    vecs = absents(x, 4) if vecs is None else vecs
     return (y, *vecs, absent(x, torch.uint8) if argmax is None else argmax)
 
 
-grid_reduction_cuda_train_fwd = torch.library.custom_op(
-    name("grid_reduction_cuda_train_fwd"), _forward,
-    mutates_args=("out", "running_mean", "running_var"))
-grid_reduction_cuda_eval_fwd = torch.library.custom_op(
-    name("grid_reduction_cuda_eval_fwd"), _forward, mutates_args=("out",))
+grid_reduction_cuda_train_fwd, grid_reduction_cuda_eval_fwd = train_and_eval_ops(
+    "grid_reduction_cuda", _forward)
 
 
 def grid_reduction_cuda_fwd(x, weight, bn_weight, bn_bias, running_mean, running_var, out,
@@ -136,7 +124,7 @@ def grid_reduction_cuda_fwd(x, weight, bn_weight, bn_bias, running_mean, running
 def _(x, weight, bn_weight, bn_bias, running_mean, running_var, out, conv_offset, pool_offset,
       eps, momentum, training, save):
     if not save:
-        return _absents(x, 5) + (absent(x, torch.uint8),)
+        return absents(x, 5) + (absent(x, torch.uint8),)
     N, C, H, W = x.shape
     OH, OW = _out_hw(H, W)
     if weight is not None:
@@ -144,7 +132,7 @@ def _(x, weight, bn_weight, bn_bias, running_mean, running_var, out, conv_offset
         y = torch.empty((N, Co, OH, OW), dtype=x.dtype, device=x.device, memory_format=CL)
         vecs = tuple(torch.empty((Co,), dtype=torch.float32, device=x.device) for _ in range(4))
     else:
-        y, vecs = absent(x), _absents(x, 4)
+        y, vecs = absent(x), absents(x, 4)
     argmax = (torch.empty((N, C, OH, OW), dtype=torch.uint8, device=x.device, memory_format=CL)
               if pool_offset >= 0 else absent(x, torch.uint8))
     return (y, *vecs, argmax)

@@ -30,8 +30,23 @@ def absent(like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     return like.new_empty((0,), dtype=dtype or like.dtype)
 
 
+def absents(like: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    return tuple(absent(like) for _ in range(n))
+
+
 def present(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None or t.numel() == 0 else t
+
+
+def train_and_eval_ops(op: str, impl):
+    """Two registrations of one BN op's forward implementation: `<op>_train_fwd` declares
+    `out`, `running_mean` and `running_var` mutated, `<op>_eval_fwd` only `out`. A declared
+    mutation bumps the tensor's version on every call, and the fold caches are keyed on the
+    running statistics' versions: eval must not declare what it only reads."""
+    train = torch.library.custom_op(name(f"{op}_train_fwd"), impl,
+                                    mutates_args=("out", "running_mean", "running_var"))
+    evaluate = torch.library.custom_op(name(f"{op}_eval_fwd"), impl, mutates_args=("out",))
+    return train, evaluate
 
 
 # The modules that register ops (imported lazily elsewhere: the Triton ones need triton).
