@@ -241,3 +241,13 @@ def test_compile_joint_opt_loss(grad, with_prior):
         return loss, terms["L_c"], terms["L_p"], terms["L_e"]
 
     _assert_same(_eager_and_compiled(fn, [x], [s], grad=grad), rtol=0, atol=0)
+
+
+def test_max_pool_bwd_with_nothing_asked_returns_two_distinct_absents():
+    """Two outputs of a registered op may not be one tensor (torch checks aliasing)."""
+    x = torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+    out = torch.zeros(1, 2, 2, 2).contiguous(memory_format=torch.channels_last)
+    idx = torch.ops.inception_fast.max_pool3x3s2_triton_fwd(x, out, 0)
+    gx, gout = torch.ops.inception_fast.max_pool3x3s2_triton_bwd(
+        torch.ones_like(out), idx, 0, [5, 5], False, False)
+    assert gx.numel() == 0 and gout.numel() == 0 and gx is not gout
