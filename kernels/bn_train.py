@@ -20,19 +20,47 @@ from .dtypes import interpreter_on
 # groups would run on a handful of programs only).
 _FINAL_MAX_GROUPS = 256
 _GROUPS_PER_PROG = 128
+# Parameter segments one finalize takes (the widest horizontal 1x1 group has 4 BN layers).
+MAX_SEGMENTS = 4
+
+
+@triton.jit
+def _seg_load(p0, p1, p2, p3, offs, B1, B2, B3, END, c_ok, other: tl.constexpr):
+    """Per-channel parameter of the segment each channel is in ([0, B1) in p0, [B1, B2) in
+    p1, ...; up to END), as float32; `other` for the channels past END."""
+    v = tl.load(p0 + offs, mask=c_ok & (offs < B1), other=other)
+    v = tl.where(offs >= B1, tl.load(p1 + offs - B1, mask=c_ok & (offs >= B1) & (offs < B2),
+                                     other=other), v)
+    v = tl.where(offs >= B2, tl.load(p2 + offs - B2, mask=c_ok & (offs >= B2) & (offs < B3),
+                                     other=other), v)
+    v = tl.where(offs >= B3, tl.load(p3 + offs - B3, mask=c_ok & (offs >= B3) & (offs < END),
+                                     other=other), v)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _seg_store(p0, p1, p2, p3, offs, B1, B2, B3, END, c_ok, v):
+    tl.store(p0 + offs, v.to(p0.dtype.element_ty), mask=c_ok & (offs < B1))
+    tl.store(p1 + offs - B1, v.to(p1.dtype.element_ty), mask=c_ok & (offs >= B1) & (offs < B2))
+    tl.store(p2 + offs - B2, v.to(p2.dtype.element_ty), mask=c_ok & (offs >= B2) & (offs < B3))
+    tl.store(p3 + offs - B3, v.to(p3.dtype.element_ty), mask=c_ok & (offs >= B3) & (offs < END))
 
 
 @triton.jit
 def _bn_combine_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group,
                        osum_ptr, om2_ptr,
-                       gamma_ptr, beta_ptr, rmean_ptr, rvar_ptr,
+                       ga0, ga1, ga2, ga3, be0, be1, be2, be3,
+                       rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END,
                        mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
                        GROUPS_PER_PROG, FINAL: tl.constexpr, HAS_AFFINE: tl.constexpr,
                        HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr):
     """Merges GROUPS_PER_PROG consecutive groups per program (grid: channel blocks x chunks).
     Not FINAL: writes the chunk's (sum, M2) as one group of the next pass. FINAL (one chunk):
     mean, invstd = 1/sqrt(var + eps), a = gamma*invstd, c = beta - mean*a, and the running
-    stats update as torch: r = (1 - momentum)*r + momentum*stat, var unbiased (x `unbias`)."""
+    stats update as torch: r = (1 - momentum)*r + momentum*stat, var unbiased (x `unbias`).
+    The BN parameters come in up to 4 segments of channels (ga0/be0/rm0/rv0 for [0, B1), ...,
+    up to END; gamma 1, beta 0 and no running stats past it): the BN layers of a horizontal
+    1x1 group, finalized in one launch, each reading and updating its own tensors."""
     pid_c = tl.program_id(0)
     chunk = tl.program_id(1)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -64,8 +92,8 @@ def _bn_combine_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group,
         var = m2 / chunk_rows
         invstd = 1.0 / tl.sqrt(var + eps)
         if HAS_AFFINE:
-            gamma = tl.load(gamma_ptr + offs_c, mask=c_ok, other=1.0).to(tl.float32)
-            beta = tl.load(beta_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+            gamma = _seg_load(ga0, ga1, ga2, ga3, offs_c, B1, B2, B3, END, c_ok, 1.0)
+            beta = _seg_load(be0, be1, be2, be3, offs_c, B1, B2, B3, END, c_ok, 0.0)
         else:
             gamma = tl.full((BLOCK_C,), 1.0, tl.float32)
             beta = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -75,27 +103,44 @@ def _bn_combine_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group,
         tl.store(a_ptr + offs_c, a, mask=c_ok)
         tl.store(c_ptr + offs_c, beta - mean * a, mask=c_ok)
         if HAS_RUNNING:
-            rm = tl.load(rmean_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)
-            rv = tl.load(rvar_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+            rm = _seg_load(rm0, rm1, rm2, rm3, offs_c, B1, B2, B3, END, c_ok, 0.0)
+            rv = _seg_load(rv0, rv1, rv2, rv3, offs_c, B1, B2, B3, END, c_ok, 0.0)
             rm = (1.0 - momentum) * rm + momentum * mean
             rv = (1.0 - momentum) * rv + momentum * (var * unbias)
-            tl.store(rmean_ptr + offs_c, rm.to(rmean_ptr.dtype.element_ty), mask=c_ok)
-            tl.store(rvar_ptr + offs_c, rv.to(rvar_ptr.dtype.element_ty), mask=c_ok)
+            _seg_store(rm0, rm1, rm2, rm3, offs_c, B1, B2, B3, END, c_ok, rm)
+            _seg_store(rv0, rv1, rv2, rv3, offs_c, B1, B2, B3, END, c_ok, rv)
     else:
         out_off = chunk * C + offs_c
         tl.store(osum_ptr + out_off, total, mask=c_ok)
         tl.store(om2_ptr + out_off, m2, mask=c_ok)
 
 
+def _segments(name, t, c, dev):
+    """`t` as a list of 1-D segments (one tensor: one segment), checked."""
+    segs = list(t) if isinstance(t, (list, tuple)) else [t]
+    if not 1 <= len(segs) <= MAX_SEGMENTS:
+        raise ValueError(f"bn_finalize: {name} in 1 to {MAX_SEGMENTS} segments, got {len(segs)}")
+    for p in segs:
+        if (not isinstance(p, torch.Tensor) or p.dim() != 1 or p.device != dev
+                or not p.is_contiguous() or not p.is_floating_point()):
+            raise ValueError(f"bn_finalize: {name} must be contiguous 1-D floating-point "
+                             f"tensors on {dev}")
+    return segs
+
+
 def bn_finalize(psum: torch.Tensor, pm2: torch.Tensor, count: int, *, eps: float,
-                momentum: float, gamma: torch.Tensor | None = None,
-                beta: torch.Tensor | None = None, running_mean: torch.Tensor | None = None,
-                running_var: torch.Tensor | None = None, rows_per_group: int = STAT_ROWS):
+                momentum: float, gamma=None, beta=None, running_mean=None, running_var=None,
+                rows_per_group: int = STAT_ROWS):
     """Batch statistics from the conv partials ([G, C] float32 each, G = ceil(count /
     rows_per_group)). Returns float32 [C] tensors (mean, invstd, a, c) with a = gamma*invstd and
     c = beta - mean*a (gamma = 1, beta = 0 when None), so that BN+ReLU is relu(a*y + c).
     Updates running_mean / running_var in place (when given) exactly as torch's BatchNorm:
-    biased variance for normalization, unbiased (count / (count - 1)) for the running estimate."""
+    biased variance for normalization, unbiased (count / (count - 1)) for the running estimate.
+
+    gamma, beta, running_mean, running_var: [C] tensors, or lists of up to 4 segments of the
+    channels, the same sizes in each (the BN layers of a horizontal 1x1 group), covering the
+    first END <= C channels; past END, gamma 1, beta 0 and no running statistics. Any
+    floating-point dtype: read as float32, running stats written back in their own."""
     if psum.shape != pm2.shape or psum.dim() != 2 or psum.dtype != torch.float32:
         raise ValueError("bn_finalize: psum and pm2 must be float32 [G, C] tensors of one shape")
     groups, c = psum.shape
@@ -105,13 +150,36 @@ def bn_finalize(psum: torch.Tensor, pm2: torch.Tensor, count: int, *, eps: float
         # torch.nn.functional.batch_norm refuses this too.
         raise ValueError(f"Expected more than 1 value per channel when training, got {count} "
                          "value(s) per channel")
-    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
-                    ("running_var", running_var)):
-        if t is not None and (t.shape != (c,) or t.device != psum.device or not t.is_contiguous()):
-            raise ValueError(f"bn_finalize: {name} must be a contiguous [{c}] tensor on {psum.device}")
     if (running_mean is None) != (running_var is None):
         raise ValueError("bn_finalize: give both running_mean and running_var, or neither")
+    segmented = any(isinstance(t, (list, tuple)) for t in (gamma, beta, running_mean,
+                                                           running_var))
+    if segmented and (gamma is None) != (beta is None):
+        raise ValueError("bn_finalize: segmented gamma and beta come together")
     dev = psum.device
+    given = {n: _segments(n, t, c, dev) for n, t in (
+        ("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
+        ("running_var", running_var)) if t is not None}
+    per = {n: tuple(p.numel() for p in v) for n, v in given.items()}
+    if len(set(per.values())) > 1:
+        raise ValueError(f"bn_finalize: gamma, beta, running_mean and running_var must have "
+                         f"the same segment sizes, got {per}")
+    sizes = next(iter(per.values())) if per else (c,)
+    if sum(sizes) > c or (not segmented and sum(sizes) != c):
+        raise ValueError(f"bn_finalize: parameters of {sum(sizes)} channels for {c} (each "
+                         f"must be a contiguous [{c}] tensor, or segments of at most {c})")
+    if "gamma" in given and "beta" not in given:  # one tensor each: the other is its default
+        given["beta"] = [torch.zeros(c, device=dev)]
+    if "beta" in given and "gamma" not in given:
+        given["gamma"] = [torch.ones(c, device=dev)]
+    bounds = [sum(sizes[:i]) for i in range(1, len(sizes))]
+    end = sum(sizes)
+    bounds += [end] * (MAX_SEGMENTS - 1 - len(bounds))
+
+    def ptrs(n):
+        segs = given.get(n, [psum])
+        return segs + [segs[-1]] * (MAX_SEGMENTS - len(segs))
+
     mean, invstd, a, cc = (torch.empty(c, device=dev, dtype=torch.float32) for _ in range(4))
     block_c = min(triton.next_power_of_2(max(c, 1)), 128 if interpreter_on() else 32)
     block_g = 64 if interpreter_on() else 32
@@ -120,23 +188,17 @@ def bn_finalize(psum: torch.Tensor, pm2: torch.Tensor, count: int, *, eps: float
         osum = torch.empty((chunks, c), device=dev, dtype=torch.float32)
         om2 = torch.empty((chunks, c), device=dev, dtype=torch.float32)
         _bn_combine_kernel[(triton.cdiv(c, block_c), chunks)](
-            psum, pm2, groups, c, count, rows_per_group, osum, om2,
-            psum, psum, psum, psum, mean, invstd, a, cc, 0.0, 0.0, 1.0, _GROUPS_PER_PROG,
+            psum, pm2, groups, c, count, rows_per_group, osum, om2, *[psum] * 16, c, c, c, c,
+            mean, invstd, a, cc, 0.0, 0.0, 1.0, _GROUPS_PER_PROG,
             FINAL=False, HAS_AFFINE=False, HAS_RUNNING=False, BLOCK_G=block_g, BLOCK_C=block_c)
         psum, pm2, groups = osum, om2, chunks
         rows_per_group *= _GROUPS_PER_PROG
-    has_affine = gamma is not None or beta is not None
-    if has_affine:
-        gamma = gamma if gamma is not None else torch.ones(c, device=dev)
-        beta = beta if beta is not None else torch.zeros(c, device=dev)
-    has_running = running_mean is not None
     _bn_combine_kernel[(triton.cdiv(c, block_c), 1)](
         psum, pm2, groups, c, count, rows_per_group, psum, pm2,
-        gamma if has_affine else psum, beta if has_affine else psum,
-        running_mean if has_running else psum, running_var if has_running else psum,
-        mean, invstd, a, cc, float(eps), float(momentum), count / (count - 1), groups,
-        FINAL=True, HAS_AFFINE=has_affine, HAS_RUNNING=has_running, BLOCK_G=block_g,
-        BLOCK_C=block_c)
+        *ptrs("gamma"), *ptrs("beta"), *ptrs("running_mean"), *ptrs("running_var"),
+        *bounds, end, mean, invstd, a, cc, float(eps), float(momentum), count / (count - 1),
+        groups, FINAL=True, HAS_AFFINE="gamma" in given, HAS_RUNNING="running_mean" in given,
+        BLOCK_G=block_g, BLOCK_C=block_c)
     return mean, invstd, a, cc
 
 

@@ -31,10 +31,10 @@ VERDICTS = Path(__file__).with_name("config_verdicts.json")
 TILE_KEYS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_C", "BLOCK_G", "BLOCK_R", "BLOCK")
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel family.
-CONV_FWD = [  # conv2d_fwd, conv2d_asym (halo and taps loop), conv3x3s2_pool
+CONV_FWD = [  # conv2d_fwd (every filter shape), conv3x3s2_pool. (128, 256) spilled everywhere.
     (128, 128, 32, 8, 3), (128, 128, 64, 8, 3), (128, 64, 32, 4, 4), (128, 64, 64, 4, 3),
     (64, 128, 32, 4, 4), (64, 64, 32, 4, 4), (64, 64, 64, 4, 3), (64, 32, 32, 2, 4),
-    (256, 64, 32, 8, 3), (128, 256, 32, 8, 3),
+    (256, 64, 32, 8, 3), (128, 32, 32, 4, 4),
 ]
 DGRAD = [
     (128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
@@ -50,10 +50,64 @@ GEMM1X1_ROUTED = [
 ]
 
 # Which list each autotuned kernel uses (the verdicts' kernels).
-LISTS = {"_conv2d_fwd_kernel": CONV_FWD, "_conv2d_asym_halo_kernel": CONV_FWD,
-         "_conv2d_asym_kernel": CONV_FWD, "_conv3x3s2_pool_kernel": CONV_FWD,
+LISTS = {"_conv2d_fwd_kernel": CONV_FWD, "_conv3x3s2_pool_kernel": CONV_FWD,
          "_dgrad_kernel": DGRAD, "_wgrad_kernel": WGRAD,
          "_gemm1x1_routed_kernel": GEMM1X1_ROUTED}
+
+
+# The tile model that keeps KEEP candidates per shape (a model of an H100 / H200 SXM, not a
+# measurement): SMS SMs, each doing MMA_RATE multiply-adds/s (989 TFLOP/s bf16 dense / 132) and
+# fed OPERAND_RATE bytes/s of operand tiles from L2 (a third of ~10 TB/s L2 being an estimate).
+SMS = 132
+MMA_RATE = 989e12 / 2 / SMS
+OPERAND_RATE = 10e12 / SMS
+KEEP = 3
+# False inside verdicts_disabled().
+_ENABLED = [True]
+
+
+def modelled_time(m: int, n: int, k: int, bm: int, bn: int, bk: int, warps: int,
+                  elt: int = 2, grids: int = 1) -> float:
+    """Modelled seconds of `grids` (m x n, reduction k per tap) GEMMs on one tile config, per
+    tap: whole waves of grids * ceil(m / bm) * ceil(n / bn) tiles over the SMs (8 warps: one
+    tile per SM, 4: two, 2: four, sharing its rates), each K step bound by its MMAs or by
+    loading its two operand tiles; k padded to whole bk steps."""
+    per_sm = max(1, 8 // warps)
+    tiles = grids * -(-m // bm) * -(-n // bn)
+    waves = -(-tiles // (SMS * per_sm))
+    step = max(bm * bn * bk / MMA_RATE, (bm + bn) * bk * elt / OPERAND_RATE)
+    return waves * per_sm * -(-k // bk) * step
+
+
+def keep_fastest(configs: list, m: int, n: int, k: int, keep: int = KEEP, grids: int = 1) -> list:
+    """The `keep` configs of least modelled_time for this GEMM (list order breaks ties): the
+    GPU's autotuner then measures only those."""
+    ranked = sorted(configs, key=lambda c: modelled_time(
+        m, n, k, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+        grids=grids))
+    return ranked[:keep]
+
+
+def fits_problem(configs: list, m: int, n: int, k: int) -> list:
+    """`configs` without tiles much larger than the problem (a 128-wide tile for 32 channels
+    only idles); the first config if none is left."""
+    def cap(v, floor):
+        return max(floor, triton.next_power_of_2(v))
+    kept = [c for c in configs if c.kwargs["BLOCK_N"] <= cap(n, 32)
+            and c.kwargs["BLOCK_K"] <= cap(k, 32) and c.kwargs["BLOCK_M"] <= cap(m, 64)]
+    return kept or configs[:1]
+
+
+def size_pruner(gemm):
+    """A `by_size` for autotuned(): `gemm(args)` gives the kernel's (m, n, k, grids), k the
+    reduction per tap and grids how many such m x n grids one launch runs (stride phases,
+    taps x K splits); keeps the KEEP fastest by modelled_time of those that fit the problem.
+    Triton passes positional arguments in named_args and keyword ones in kwargs."""
+    def prune(configs, named_args, **kwargs):
+        m, n, k, grids = gemm({**named_args, **kwargs})
+        fit = fits_problem(configs, m, n, k)
+        return keep_fastest(fit, m, n, k, grids=grids) if _ENABLED[0] else fit
+    return prune
 
 
 def gpu_configs(shapes) -> list:
@@ -80,13 +134,11 @@ def _verdicts(path: str) -> dict:
     return json.loads(p.read_text()).get("kernels", {}) if p.exists() else {}
 
 
-_ENABLED = [True]
-
 
 @contextlib.contextmanager
 def verdicts_disabled():
-    """Prune by problem size only (the report's --write-verdicts run: it must see every
-    config to judge it)."""
+    """Prune by problem size only: no verdicts, no keep_fastest (the report's
+    --write-verdicts run: it must see every config that fits a launch to judge it)."""
     _ENABLED[0] = False
     try:
         yield

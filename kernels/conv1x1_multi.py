@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .configs import autotuned
+from .configs import autotuned, size_pruner
 from .conv_common import gemm_tile, interpreter_tiles, mma, use_ieee
 from .dtypes import interpreter_on
 
@@ -46,7 +46,8 @@ def _store_routed(val, offs_m, offs_n, M, C, H, W, B1, B2, B3,
     _store_seg(d3, s3n, s3c, s3h, s3w, val, n_idx, h, w, offs_n, B3, C, m_ok)
 
 
-@autotuned(key=["M", "C_in", "C_tot", "RELU_END", "HAS_BIAS"])
+@autotuned(key=["M", "C_in", "C_tot", "RELU_END", "HAS_BIAS"],
+           by_size=size_pruner(lambda a: (a["M"], a["C_tot"], a["C_in"], 1)))
 @triton.jit
 def _gemm1x1_routed_kernel(x_ptr, w_ptr, bias_ptr, M, C_in, C_tot, H, W,
                            sxn, sxc, sxh, sxw, B1, B2, B3, RELU_END,

@@ -8,8 +8,8 @@ touches from its flat GEMM index and loads straight from the 4-D tensors (any st
 channel slice of a channels_last concat output works as grad_y without a copy). Accumulation
 is fp32; fp32 inputs use IEEE dots (no TF32) so results match torch to ~1e-5.
 
-dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap. (A stride-1 "same" 1xn / nx1
-       conv's dgrad is itself such a conv and runs on conv2d_asym's halo-tile kernel.)
+dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap, one pipelined loop over
+       (C_out block, tap) steps; B is the forward's packed weight read transposed.
        For stride s > 1 the pixels are split into s_h*s_w phases (ih % s_h, iw % s_w), one
        grid axis each: inside one phase exactly the taps r with (ih + pad - r) % s == 0 land on
        an output pixel, so they are iterated directly and no MMA is spent on a tap that misses.
@@ -24,11 +24,9 @@ import triton
 import triton.language as tl
 
 from . import dtypes
-from .conv2d_asym import halo_shift
-from .conv2d_fwd import conv2d_fwd
-from .conv_common import use_ieee
+from .conv_common import pack_weight, use_ieee
 from .sizes import conv_out_size
-from .configs import autotuned
+from .configs import autotuned, size_pruner
 from .dtypes import check_kernel_dtype, interpreter_on
 
 _INTERPRET = interpreter_on()
@@ -51,7 +49,16 @@ def _launch(kernel, grid, args, meta, tiles):
         kernel[grid](*args, **meta)
 
 
-@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW"])
+# dgrad: one (pixels of a phase x C_in) grid per stride phase, reduced over C_out per tap.
+# wgrad: one (C_out x C_in) grid per tap and K split, reduced over its split of the pixels.
+_DGRAD_GEMM = size_pruner(lambda a: (a["N"] * a["HP"] * a["WP"], a["C_in"], a["C_out"],
+                                     a["SH"] * a["SW"]))
+_WGRAD_GEMM = size_pruner(lambda a: (a["C_out"], a["C_in"], a["K_PER_SPLIT"],
+                                     a["KH"] * a["KW"] * -(-a["K_TOTAL"] // a["K_PER_SPLIT"])))
+
+
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW"],
+           by_size=_DGRAD_GEMM)
 @triton.jit
 def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
                   N, H, W, C_in, C_out, OH, OW, HP, WP,
@@ -60,10 +67,13 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                   PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """grad_x[n, ci, ih, iw] = sum_{r, s, co} grad_y[n, co, oh, ow] * w[r, s, co, ci], with
-    oh = (ih + PH - r) / SH exact. `w` is the weight permuted to (KH, KW, C_out, C_in)
-    contiguous. Program (pid_m, pid_n, phase) owns a BLOCK_M tile of the pixels of one stride
-    phase (a sub-grid of HP x WP) and a BLOCK_N tile of C_in."""
+    """grad_x[n, ci, ih, iw] = sum_{r, s, co} grad_y[n, co, oh, ow] * w[r, s, ci, co], with
+    oh = (ih + PH - r) / SH exact. `w` is the forward's packed weight [KH*KW*C_in, C_out]
+    (conv_common.pack_weight), read transposed: a tap's B tile is contiguous along C_out, the
+    reduction axis, so no per-step repacking or flipping. Program (pid_m, pid_n, phase) owns a
+    BLOCK_M tile of the pixels of one stride phase (a sub-grid of HP x WP) and a BLOCK_N tile
+    of C_in. One K loop over (C_out block, tap of this phase) steps, taps innermost, so the
+    pipeliner sees every step of the reduction (as conv_common.window_step)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     phase = tl.program_id(2)
@@ -81,31 +91,36 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
     offs_k = tl.arange(0, BLOCK_K)
     gy_n = gy_ptr + n.to(tl.int64) * s_gyn
 
+    # Only the taps congruent to this phase hit an output pixel (the division below is exact):
+    # r = r0, r0 + SH, ... (NR of them), s likewise.
+    r0 = (ph_h + PH) % SH
+    s0 = (ph_w + PW) % SW
+    NS = tl.cdiv(KW - s0, SW)
+    taps = tl.cdiv(KH - r0, SH) * NS
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # Only the taps congruent to this phase hit an output pixel; the division below is exact.
-    for r in range(((ph_h + PH) % SH), KH, SH):
+    for kk in range(0, taps * tl.cdiv(C_out, BLOCK_K)):
+        kb = kk // taps
+        t = kk - kb * taps
+        r = r0 + (t // NS) * SH
+        s = s0 + (t % NS) * SW
         oh = (ih + PH - r) // SH
-        h_ok = m_ok & (ih + PH - r >= 0) & (oh < OH)
-        for s in range(((ph_w + PW) % SW), KW, SW):
-            ow = (iw + PW - s) // SW
-            ok = h_ok & (iw + PW - s >= 0) & (ow < OW)
-            a_row = gy_n + oh * s_gyh + ow * s_gyw
-            w_tap = w_ptr + (r * KW + s) * C_out * C_in
-            for k0 in range(0, C_out, BLOCK_K):
-                kk = k0 + offs_k
-                k_ok = kk < C_out
-                a = tl.load(a_row[:, None] + kk[None, :] * s_gyc,
-                            mask=ok[:, None] & k_ok[None, :], other=0.0)
-                b = tl.load(w_tap + kk[:, None] * C_in + offs_n[None, :],
-                            mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-                acc = tl.dot(a, b, acc, input_precision=PREC)
+        ow = (iw + PW - s) // SW
+        ok = m_ok & (ih + PH - r >= 0) & (oh < OH) & (iw + PW - s >= 0) & (ow < OW)
+        co = kb * BLOCK_K + offs_k
+        k_ok = co < C_out
+        a = tl.load((gy_n + oh * s_gyh + ow * s_gyw)[:, None] + (co * s_gyc)[None, :],
+                    mask=ok[:, None] & k_ok[None, :], other=0.0)
+        b = tl.load(w_ptr + ((r * KW + s) * C_in + offs_n)[None, :] * C_out + co[:, None],
+                    mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PREC)
 
     gx = gx_ptr + n.to(tl.int64) * s_gxn + ih * s_gxh + iw * s_gxw
     tl.store(gx[:, None] + offs_n[None, :] * s_gxc, acc.to(gx_ptr.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
 
 
-@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT"])
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT"],
+           by_size=_WGRAD_GEMM)
 @triton.jit
 def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
                   N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,
@@ -193,11 +208,14 @@ def _out_size(size, k, stride, pad, what):
     return o
 
 
-def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride=1, padding=0):
+def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride=1, padding=0,
+                 packed: torch.Tensor | None = None):
     """Gradient of conv2d w.r.t. its input, equal to torch.nn.grad.conv2d_input.
 
     grad_y: (N, C_out, OH, OW), any strides (e.g. a channel slice of a channels_last tensor).
     weight: (C_out, C_in, kh, kw), cast to grad_y's dtype. input_hw: (H, W) of the input.
+    packed: optionally the forward's pack_weight(weight, grad_y.dtype) (callers cache it per
+      weight version: the backward then copies no weight at all).
     Returns grad_x (N, C_in, H, W) in channels_last memory format, dtype of grad_y.
     """
     what = "conv2d_dgrad"
@@ -228,20 +246,19 @@ def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride
         return grad_x
     if grad_y.numel() == 0:
         return grad_x.zero_()
-    if (KH == 1) != (KW == 1) and halo_shift(H, W, KH, KW, (sh, sw), (ph, pw)) is not None:
-        # A stride-1 "same" 1xn / nx1 conv: its dgrad is the same kind of conv of grad_y (flipped
-        # taps, channels swapped), so it runs on the forward's halo-tile kernel.
-        w_t = weight.detach().transpose(0, 1).flip((2, 3)).to(grad_y.dtype)
-        return conv2d_fwd(grad_y, w_t, padding=(KH - 1 - ph, KW - 1 - pw))
-    # (KH, KW, C_out, C_in): a tap's C_out x C_in block is contiguous along C_in (tiny copy).
-    w = weight.detach().permute(2, 3, 0, 1).contiguous().to(grad_y.dtype)
+    if packed is None:
+        packed = pack_weight(weight, grad_y.dtype)
+    elif (tuple(packed.shape) != (KH * KW * C_in, C_out) or not packed.is_contiguous()
+          or packed.dtype != grad_y.dtype or packed.device != grad_y.device):
+        raise ValueError(f"{what}: packed weight must be a contiguous {grad_y.dtype} "
+                         f"[{KH * KW * C_in}, {C_out}] tensor on {grad_y.device}")
     HP, WP = triton.cdiv(H, sh), triton.cdiv(W, sw)
 
     def grid(meta):
         return (triton.cdiv(N * HP * WP, meta["BLOCK_M"]), triton.cdiv(C_in, meta["BLOCK_N"]), sh * sw)
 
     _launch(_dgrad_kernel, grid,
-            (grad_y, w, grad_x, N, H, W, C_in, C_out, OH, OW, HP, WP, *grad_y.stride(),
+            (grad_y, packed, grad_x, N, H, W, C_in, C_out, OH, OW, HP, WP, *grad_y.stride(),
              *grad_x.stride()),
             dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(grad_y.dtype)),
             _interp_tiles(N * HP * WP, C_in, C_out, 2048, 256, 256))
@@ -258,12 +275,13 @@ def _split_k(k_total, tiles, device):
 
 
 def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1, padding=0,
-                 split_k: int | None = None):
+                 split_k: int | None = None, out: torch.Tensor | None = None):
     """Gradient of conv2d w.r.t. its weight, equal to torch.nn.grad.conv2d_weight.
 
     x: (N, C_in, H, W), any layout; grad_y: (N, C_out, OH, OW), any strides, same dtype as x.
-    Returns grad_w (C_out, C_in, kh, kw), float32, contiguous. `split_k` (optional) forces the
-    number of K chunks; by default it is chosen from the shape.
+    Returns grad_w (C_out, C_in, kh, kw), float32, contiguous, or written into `out` (any
+    floating dtype and strides; the fp32 sum rounded once) and returned. `split_k` (optional)
+    forces the number of K chunks; by default it is chosen from the shape.
     """
     what = "conv2d_wgrad"
     _check_tensor(x, what, "x")
@@ -289,8 +307,13 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
                          f"stride {(sh, sw)}, padding {(ph, pw)} gives {eoh}x{eow}")
 
     k_total = N * OH * OW
+    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != (C_out, C_in, KH, KW)
+                            or not out.is_floating_point() or out.device != x.device):
+        raise ValueError(f"{what}: out must be a floating-point ({C_out}, {C_in}, {KH}, {KW}) "
+                         f"tensor on {x.device}")
     if C_out * C_in == 0 or k_total == 0:
-        return torch.zeros((C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+        zero = torch.zeros((C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+        return zero if out is None else out.copy_(zero)
     if split_k is None:
         split_k = _split_k(k_total, triton.cdiv(C_out, 64) * triton.cdiv(C_in, 64) * KH * KW, x.device)
     split_k = max(1, min(int(split_k), k_total))
@@ -308,4 +331,8 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
              *grad_y.stride()),
             dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype)),
             _interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024))
-    return part[0] if split_k == 1 else part.sum(0)
+    if out is None:
+        return part[0] if split_k == 1 else part.sum(0)
+    # The one op that reduces the splits also casts into `out` (any dtype, any layout): the
+    # weight's own, so autograd's gradient accumulation takes it without another copy.
+    return out.copy_(part[0]) if split_k == 1 else torch.sum(part, 0, out=out)

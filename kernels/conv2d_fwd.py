@@ -2,7 +2,10 @@
 
 GEMM view: rows m = (n, oh, ow) (M = N*OH*OW), columns = output channels, reduction over
 k = (r, s, c) (K = kh*kw*C_in). No im2col is materialized: each program gathers its input
-tile straight from x (any strides; channels_last makes the C loads contiguous).
+tile straight from x (any strides; channels_last makes the C loads contiguous). The reduction
+is one loop over (channel block, tap) steps (conv_common.window_step), which Triton pipelines
+as a whole; every filter shape runs on it, the 1xn / nx1 ones of Mixed_6/7 included (their
+neighbouring taps read overlapping tiles, which L1 / L2 serve).
 
 Epilogues (compile-time flags), all on the fp32 accumulator:
   plain              y = conv(x)
@@ -21,10 +24,9 @@ import triton
 import triton.language as tl
 
 from .configs import autotuned
-from .conv2d_asym import asym_taps, launch_asym
 from .conv3x3s2_pool import launch_conv3x3s2_pool
 from .conv_common import (STAT_ROWS, conv_epilogue, gemm_tile, launch, mma, pack_weight,  # noqa: F401
-                          prune_configs, use_ieee)
+                          prune_configs, use_ieee, window_step)
 from .dtypes import KERNEL_DTYPES, check_kernel_dtype
 from .sizes import conv_out_size as out_size
 
@@ -42,9 +44,9 @@ def _conv2d_fwd_kernel(
         HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr, IEEE: tl.constexpr,
         STAT_R: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Generic implicit-GEMM conv: any kh x kw, stride, padding. Weight packed as
-    [kh, kw, C_in, C_out] (w[k, co], k = (r*KW + s)*C_in + c). 1-D grid over (M tiles x N tiles),
-    N fastest so consecutive programs reuse the same input tile from L2.
+    """Implicit-GEMM conv: any kh x kw, stride, padding. Weight packed as [kh, kw, C_in,
+    C_out] (w[k, co], k = (r*KW + s)*C_in + c). 1-D grid over (M tiles x N tiles), N fastest so
+    consecutive programs reuse the same input tile from L2.
     FLAT_K: reduce over the flattened (r, s, c) with per-element index math (for tiny C_in such
     as the RGB stem, where a per-tap channel block would be mostly padding)."""
     pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_out, BLOCK_M, BLOCK_N, BLOCK_K)
@@ -71,21 +73,11 @@ def _conv2d_fwd_kernel(
                         mask=(k < K)[:, None] & n_ok[None, :], other=0.0)
             acc = mma(a, b, acc, IEEE)
     else:
-        for r in tl.static_range(KH):
-            ih = ih0 + r
-            h_ok = m_ok & (ih >= 0) & (ih < H)
-            for s in tl.static_range(KW):
-                iw = iw0 + s
-                row_ok = h_ok & (iw >= 0) & (iw < W)
-                a_ptrs = x_ptr + (x_row + ih * sxh + iw * sxw)[:, None] + (offs_k * sxc)[None, :]
-                b_ptrs = w_ptr + ((r * KW + s) * C_in + offs_k)[:, None] * C_out + offs_n[None, :]
-                for c0 in range(0, C_in, BLOCK_K):
-                    k_ok = (c0 + offs_k) < C_in
-                    a = tl.load(a_ptrs, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                    b = tl.load(b_ptrs, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-                    acc = mma(a, b, acc, IEEE)
-                    a_ptrs += BLOCK_K * sxc
-                    b_ptrs += BLOCK_K * C_out
+        x_rows = x_ptr + x_row + ih0 * sxh + iw0 * sxw
+        for kk in range(0, KH * KW * tl.cdiv(C_in, BLOCK_K)):
+            a, b, _, _ = window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok,
+                                     H, W, C_in, C_out, sxc, sxh, sxw, KW, KH * KW, BLOCK_K)
+            acc = mma(a, b, acc, IEEE)
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
                   bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
 
@@ -154,7 +146,6 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
       pool slice of a grid-reduction block output): max_pool2d(x, 3, 2) is written there in the
       same pass (kernels/conv3x3s2_pool.py) and its argmax (dense uint8 channels_last
       (N, C_in, OH, OW), as kernels/max_pool3x3s2.py) is returned last.
-    1xn / nx1 filters go to the specialized kernel in conv2d_asym.py.
     """
     stride, padding = tuple(stride), tuple(padding)
     oh, ow = _check(x, weight, packed, stride, padding, bias, out)
@@ -191,8 +182,6 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(co, meta["BLOCK_N"]),)
     if pool_out is not None:
         launch_conv3x3s2_pool(grid, args, pool_out, idx, ci, flags)
-    elif asym_taps(kh, kw) and ci >= 8:
-        launch_asym(grid, args, kh, kw, stride, padding, flags)
     else:
         flat = ci < 16
         launch(_conv2d_fwd_kernel, grid, args, kh * kw * ci if flat else ci,

@@ -2,10 +2,12 @@
 stride-2 max-pool of the same input read each input window once.
 
 Both branches see exactly the same windows, and the conv's implicit GEMM already loads, per
-channel block and tap, the [BLOCK_M pixels, BLOCK_K channels] tile of the window elements. So
-the loop runs channel blocks outside and the 9 taps inside; each A tile feeds tl.dot and a
-running max (and its tap) for those channels, which is stored into the pool slice of the block
-output after the 9th tap. Only the programs of the first output-channel tile store the pool
+channel block and tap, the [BLOCK_M pixels, BLOCK_K channels] tile of the window elements. The
+one K loop (conv_common.window_step) runs over (channel block, tap) steps, taps innermost; each
+A tile feeds tl.dot and a running max (and its tap) for those channels, kept in registers,
+restarted at tap 0 and stored into the pool slice of the block output at tap 8. (Before, the 9
+taps were unrolled inside the channel loop, so the pipeliner staged 9 A and 9 B tiles per stage
+and no wgmma config fitted in shared memory.) Only the programs of the first output-channel tile store the pool
 (every tile computes the same max; the max costs nothing next to the dot). The argmax is the
 dense uint8 [M, C_in] tensor of kernels/max_pool3x3s2.py (same tie and NaN rules), whose
 backward kernel routes the pool gradient. The conv epilogue is conv2d_fwd's.
@@ -16,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .configs import autotuned
-from .conv_common import conv_epilogue, gemm_tile, launch, mma, prune_configs
+from .conv_common import conv_epilogue, gemm_tile, launch, mma, prune_configs, window_step
 
 
 @autotuned(key=["N", "H", "W", "C_in", "C_out", "HAS_BIAS", "RELU", "STATS"],
@@ -37,31 +39,26 @@ def _conv3x3s2_pool_kernel(
     n_idx = (offs_m // ohw).to(tl.int64)
     oh = (offs_m % ohw) // OW
     ow = offs_m % OW
-    x_base = x_ptr + (n_idx * sxn + (2 * oh) * sxh + (2 * ow) * sxw)[:, None] \
-        + (offs_k * sxc)[None, :]
-    w_base = w_ptr + offs_k[:, None] * C_out + offs_n[None, :]
+    x_rows = x_ptr + n_idx * sxn + (2 * oh) * sxh + (2 * ow) * sxw
     p_rows = (n_idx * spn + oh * sph + ow * spw)[:, None]
+    i_rows = offs_m[:, None].to(tl.int64) * C_in
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for c0 in range(0, C_in, BLOCK_K):
-        k_ok = (c0 + offs_k) < C_in
-        a_mask = m_ok[:, None] & k_ok[None, :]
-        best = tl.full((BLOCK_M, BLOCK_K), float("-inf"), dtype=tl.float32)
-        arg = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.int32)
-        for t in tl.static_range(9):
-            a = tl.load(x_base + (t // 3) * sxh + (t % 3) * sxw, mask=a_mask, other=0.0)
-            b = tl.load(w_base + t * C_in * C_out, mask=k_ok[:, None] & n_ok[None, :], other=0.0)
-            acc = mma(a, b, acc, IEEE)
-            v = a.to(tl.float32)
-            take = (v > best) | (v != v)  # first max in scan order; NaN wins (as torch)
-            best = tl.where(take, v, best)
-            arg = tl.where(take, t, arg)
-        s_mask = a_mask & pool_tile
-        tl.store(p_ptr + p_rows + ((c0 + offs_k) * spc)[None, :],
-                 best.to(p_ptr.dtype.element_ty), mask=s_mask)
-        tl.store(idx_ptr + offs_m[:, None].to(tl.int64) * C_in + (c0 + offs_k)[None, :],
-                 arg.to(tl.uint8), mask=s_mask)
-        x_base += BLOCK_K * sxc
-        w_base += BLOCK_K * C_out
+    best = tl.zeros((BLOCK_M, BLOCK_K), dtype=x_ptr.dtype.element_ty)
+    arg = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.int32)
+    for kk in range(0, 9 * tl.cdiv(C_in, BLOCK_K)):
+        # Unpadded windows: every tap of a valid row lies inside the image (the bounds hold).
+        a, b, t, c = window_step(kk, x_rows, w_ptr, 2 * oh, 2 * ow, m_ok, offs_k, offs_n, n_ok,
+                                 H, W, C_in, C_out, sxc, sxh, sxw, 3, 9, BLOCK_K)
+        acc = mma(a, b, acc, IEEE)
+        # Running max of this channel block's window, restarted at its first tap: first max in
+        # scan order, NaN wins (as torch). Compared in the data's dtype (exact).
+        take = (t == 0) | (a > best) | (a != a)
+        best = tl.where(take, a, best)
+        arg = tl.where(take, t, arg)
+        s_mask = m_ok[:, None] & (c < C_in)[None, :] & (pool_tile & (t == 8))
+        tl.store(p_ptr + p_rows + (c * spc)[None, :], best.to(p_ptr.dtype.element_ty),
+                 mask=s_mask)
+        tl.store(idx_ptr + i_rows + c[None, :], arg.to(tl.uint8), mask=s_mask)
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
                   bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
 

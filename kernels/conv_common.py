@@ -8,22 +8,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .configs import size_pruner
 from .dtypes import interpreter_on
 
 # Rows of y per BN-statistics partial. Fixed (not the tile height) so that the partials'
 # layout does not depend on which autotune config ran; every BLOCK_M is a multiple of it.
 STAT_ROWS = 32
 
-def prune_configs(configs, named_args, **kwargs):
-    """Drop tiles much larger than the problem (a 128-wide tile for 32 channels only idles).
-    Triton passes positional arguments in named_args and keyword ones in kwargs."""
-    args = {**named_args, **kwargs}
-    c_out, c_in, m = args["C_out"], args["C_in"], args["M"]
-    kept = [c for c in configs
-            if c.kwargs["BLOCK_N"] <= max(32, triton.next_power_of_2(c_out))
-            and c.kwargs["BLOCK_K"] <= max(32, triton.next_power_of_2(c_in))
-            and c.kwargs["BLOCK_M"] <= max(64, triton.next_power_of_2(m))]
-    return kept or configs[:1]
+# The forward convs' GEMM, per tap: output pixels x C_out, reduced over C_in.
+prune_configs = size_pruner(lambda a: (a["M"], a["C_out"], a["C_in"], 1))
 
 
 def interpreter_tiles(m: int, c_out: int, k: int) -> dict:
@@ -55,6 +48,34 @@ def gemm_tile(M, N_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = (pid % num_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     return pid_m, offs_m, offs_n, tl.arange(0, BLOCK_K), offs_m < M, offs_n < N_cols
+
+
+@triton.jit
+def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C_in, C_out,
+                sxc, sxh, sxw, KW: tl.constexpr, TAPS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Step kk of the one flattened K loop of an implicit-GEMM conv, over (channel block,
+    tap) with the tap innermost: the A tile (for each output row, the input pixel under tap
+    t = (r, s), channels cb * BLOCK_K ...), the B tile (those rows of the [TAPS * C_in, C_out]
+    packed weight), the tap and the channels. One loop of TAPS * ceil(C_in / BLOCK_K) steps is
+    what Triton's pipeliner can overlap (cp.async stages, async wgmma); a tap loop around a
+    channel loop gave one short pipeline per tap, each drained. Taps innermost: consecutive
+    steps read overlapping windows (L1 / L2 reuse), and a max over a channel block's taps is
+    complete every TAPS steps (conv3x3s2_pool). x_rows: x's address of each row's window
+    origin (ih0, iw0), which may lie in the padding (the mask covers it)."""
+    cb = kk // TAPS
+    t = kk - cb * TAPS
+    r = t // KW
+    s = t - r * KW
+    c = cb * BLOCK_K + offs_k
+    ih = ih0 + r
+    iw = iw0 + s
+    row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    k_ok = c < C_in
+    a = tl.load(x_rows[:, None] + (r * sxh + s * sxw) + (c * sxc)[None, :],
+                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    b = tl.load(w_ptr + (t * C_in + c)[:, None] * C_out + offs_n[None, :],
+                mask=k_ok[:, None] & n_ok[None, :], other=0.0)
+    return a, b, t, c
 
 
 @triton.jit

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inception_fast.kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
+from inception_fast.kernels.bn_relu_bwd import (bn_relu_bwd_apply, bn_relu_bwd_coefficients,
+                                                bn_relu_bwd_reduce)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EPS = 1e-3
@@ -107,6 +108,61 @@ def test_bn_relu_backward_matches_autograd(case, training):
     _assert_close(sum_dz, dz.sum((0, 2, 3)), 1e-5)
     yc = y.double() - mean.double()[:, None, None]
     _assert_close(sum_dz_yc, (dz * yc).sum((0, 2, 3)), 1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", CASES[:4], ids=[f"{c[0]}x{c[1]}x{c[2]}x{c[3]}" for c in CASES[:4]])
+def test_coefficients_kernel_is_the_documented_maths(case, training):
+    """bn_relu_bwd_coefficients (reduce + the coefficient kernel) gives what the module doc's
+    torch formulas give, and through bn_relu_bwd_apply autograd's gradients (fp64)."""
+    torch.manual_seed(3)
+    n, c, h, w, g_layout, y_layout = case
+    y = _make(n, c, h, w, y_layout) * 2 + 0.3
+    grad_out = _make(n, c, h, w, g_layout)
+    gamma, beta = _params(c)
+    if training:
+        mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
+    else:
+        mean, var = torch.randn(c, device=DEVICE) * 0.3, torch.rand(c, device=DEVICE) * 3 + 0.5
+    invstd = torch.rsqrt(var + EPS)
+    a, cc = gamma * invstd, beta - mean * gamma * invstd
+    k1, k2, k3, gg, gb = bn_relu_bwd_coefficients(grad_out, y, a, cc, mean, invstd, gamma,
+                                                  training=training)
+    ref_gy, ref_gg, ref_gb = _reference(grad_out, y, gamma, beta, mean, var, training)
+    _assert_close(gg, ref_gg, 3e-5)
+    _assert_close(gb, ref_gb, 1e-4)
+    _assert_close(bn_relu_bwd_apply(grad_out, y, a, cc, k1, k2, k3, shift=mean), ref_gy, 3e-5)
+    if not training:
+        assert torch.equal(k1, a) and not k2.any() and not k3.any()
+
+
+def test_coefficients_without_gamma_with_low_precision_gamma_and_into_slices():
+    torch.manual_seed(4)
+    y = _make(3, 37, 11, 13, "channels_last")
+    g = _make(3, 37, 11, 13, "slice")
+    mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
+    invstd = torch.rsqrt(var + EPS)
+    ones = torch.ones(37, device=DEVICE)
+    k = bn_relu_bwd_coefficients(g, y, invstd, -mean * invstd, mean, invstd, None)
+    k_ones = bn_relu_bwd_coefficients(g, y, invstd, -mean * invstd, mean, invstd, ones)
+    for u, v in zip(k, k_ones):
+        assert torch.equal(u, v)
+    gamma = _params(37)[0].bfloat16()
+    a = gamma.float() * invstd
+    k_bf = bn_relu_bwd_coefficients(g, y, a, -mean * a, mean, invstd, gamma)
+    k_f = bn_relu_bwd_coefficients(g, y, a, -mean * a, mean, invstd, gamma.float())
+    for u, v in zip(k_bf, k_f):
+        assert torch.equal(u, v)
+    wide = torch.full((2, 50), float("nan"), device=DEVICE)
+    out = bn_relu_bwd_coefficients(g, y, a, -mean * a, mean, invstd, gamma.float(),
+                                   grads_out=(wide[0, 5:42], wide[1, 5:42]))
+    assert torch.equal(wide[0, 5:42], k_f[3]) and torch.equal(wide[1, 5:42], k_f[4])
+    assert out[3].data_ptr() == wide[0, 5:42].data_ptr() and wide[:, :5].isnan().all()
+    with pytest.raises(ValueError, match="grads_out"):
+        bn_relu_bwd_coefficients(g, y, a, -mean * a, mean, invstd, None,
+                                 grads_out=(wide[0, :36], wide[1, :36]))
+    with pytest.raises(ValueError, match="invstd"):
+        bn_relu_bwd_coefficients(g, y, a, -mean * a, mean, invstd[:5], None)
 
 
 def test_large_mean_is_centered():

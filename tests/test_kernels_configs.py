@@ -75,3 +75,37 @@ def test_committed_verdicts_leave_every_kernel_a_config_that_fits():
                     if not bad.get(config_key(c.kwargs, c.num_warps, c.num_stages),
                                    "").startswith(("smem", "compile-error"))]
             assert fits, f"{kernel} ({elt}-byte data): no config fits"
+
+
+def test_modelled_time_prefers_big_tiles_on_big_problems_and_small_on_small():
+    """The model's two regimes: a 10^6 x 768 GEMM fills every SM either way, so the tile with
+    least operand traffic per MMA wins; an 8,192 x 64 one makes less than a wave of tiles, so
+    a tile of half the rows with the same warps (twice the CTAs, fewer idle SMs) wins."""
+    big = [configs.modelled_time(10 ** 6, 768, 768, *t[:4]) for t in [(128, 128, 32, 8),
+                                                                      (64, 64, 32, 4)]]
+    assert big[0] < big[1]
+    small = [configs.modelled_time(8192, 64, 288, *t[:4]) for t in [(128, 64, 32, 4),
+                                                                   (64, 64, 32, 4)]]
+    assert small[1] < small[0]
+    # grids multiply the tile count: 4 stride phases cost at least as much as one.
+    assert configs.modelled_time(10 ** 5, 192, 192, 128, 64, 32, 4, grids=4) >= \
+        configs.modelled_time(10 ** 5, 192, 192, 128, 64, 32, 4)
+
+
+def test_size_pruner_keeps_at_most_keep_configs_that_fit_the_problem():
+    prune = configs.size_pruner(lambda a: (a["M"], a["C_out"], a["C_in"], 1))
+    cs = gpu_configs(CONV_FWD)
+    for m, n, k in [(10 ** 6, 768, 2048), (50, 32, 3), (2 * 17 * 17, 192, 160),
+                    (256 * 35 * 35, 48, 288)]:
+        kept = prune(cs, {}, M=m, C_out=n, C_in=k)
+        assert 1 <= len(kept) <= configs.KEEP
+        assert all(c.kwargs["BLOCK_N"] <= max(32, 1 << (n - 1).bit_length()) for c in kept)
+        ranked = sorted(configs.modelled_time(m, n, k, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
+                                              c.kwargs["BLOCK_K"], c.num_warps) for c in cs
+                        if c in configs.fits_problem(cs, m, n, k))
+        assert [configs.modelled_time(m, n, k, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"],
+                                      c.kwargs["BLOCK_K"], c.num_warps) for c in kept] \
+            == ranked[:len(kept)]
+    # C_out = 32 (the stem's first convs): the 4-warp 128x32 config is a candidate.
+    assert any(c.kwargs["BLOCK_M"] == 128 and c.kwargs["BLOCK_N"] == 32 and c.num_warps == 4
+               for c in prune(cs, {}, M=256 * 149 * 149, C_out=32, C_in=3))

@@ -227,3 +227,21 @@ def test_gpu_full_size_layers(layer, dtype):
     rel = 1e-4 if dtype == torch.float32 else 2e-2
     _check_dgrad(x, wt, gy, s, p, rel=rel)
     _check_wgrad(x, wt, gy, s, p, rel=rel)
+
+
+@pytest.mark.parametrize("split_k", [1, 3])
+def test_wgrad_into_out_of_the_weights_dtype_and_layout(split_k):
+    """`out` (a channels_last bf16 weight's layout, or fp32 NCHW) receives the fp32 sum rounded
+    once, whether the split-K partials are one or several."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 5, 9, 7, device=DEVICE)
+    gy = torch.randn(2, 6, 9, 7, device=DEVICE)
+    ref = conv2d_wgrad(x, gy, (1, 3), padding=(0, 1), split_k=split_k)
+    for dtype, fmt in ((torch.float32, torch.contiguous_format), (torch.bfloat16, torch.channels_last)):
+        out = torch.full((6, 5, 1, 3), float("nan"), device=DEVICE, dtype=dtype).contiguous(
+            memory_format=fmt)
+        got = conv2d_wgrad(x, gy, (1, 3), padding=(0, 1), split_k=split_k, out=out)
+        assert got is out and out.is_contiguous(memory_format=fmt)
+        assert torch.equal(out, ref.to(dtype))
+    with pytest.raises(ValueError, match="out must be"):
+        conv2d_wgrad(x, gy, (1, 3), padding=(0, 1), out=torch.empty(6, 5, 3, 1, device=DEVICE))

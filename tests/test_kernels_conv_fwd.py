@@ -1,15 +1,15 @@
-"""The forward Triton kernels on their own: kernels/conv2d_fwd.py (generic implicit GEMM and its
-epilogues), kernels/conv2d_asym.py (1xn / nx1), kernels/bn_train.py (statistics finalize and
-the BN+ReLU apply), against torch."""
+"""The forward Triton kernels on their own: kernels/conv2d_fwd.py (the implicit GEMM of every
+filter shape, 1xn / nx1 included, and its epilogues), kernels/bn_train.py (statistics finalize
+and the BN+ReLU apply), against torch."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from inception_fast.backends import why_unavailable
-from inception_fast.kernels import conv2d_asym
+from inception_fast.kernels import conv_common
 from inception_fast.kernels import conv2d_fwd as conv2d_fwd_module
 from inception_fast.kernels.bn_train import bn_finalize, bn_relu_apply
-from inception_fast.kernels.configs import CONV_FWD, gpu_configs
+from inception_fast.kernels.configs import CONV_FWD, KEEP, gpu_configs
 from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, pack_weight,
                                              prune_configs)
 
@@ -92,50 +92,29 @@ def test_conv_bias_relu_into_slice(n, ci, h, w, co, k, s, p):
     assert (full[:, :4] == -3).all() and (full[:, 4 + co:] == -3).all()
 
 
-def test_asym_filters_use_the_asym_kernel(monkeypatch):
-    calls = []
-    orig = conv2d_asym.launch_asym
-    monkeypatch.setattr(conv2d_fwd_module, "launch_asym",
-                        lambda *a: (calls.append(a[2:4]), orig(*a)))
-    x = torch.randn(2, 16, 6, 6, device=DEV)
-    for k, p in (((1, 7), (0, 3)), ((7, 1), (3, 0)), ((3, 3), (1, 1))):
-        wt = torch.randn(8, 16, *k, device=DEV)
-        assert rel_err(conv2d_fwd(x, wt, padding=p), F.conv2d(x, wt, None, 1, p)) < 1e-5
-    assert calls == [(1, 7), (7, 1)]
-
-
-def test_halo_kernel_applies_to_same_padded_stride1_only():
-    hs = conv2d_asym.halo_shift
-    assert hs(17, 17, 1, 7, (1, 1), (0, 3)) == 1      # 1x7: taps one pixel apart
-    assert hs(17, 17, 7, 1, (1, 1), (3, 0)) == 17     # 7x1: one row apart
-    assert hs(8, 8, 3, 1, (1, 1), (1, 0)) == 8
-    assert hs(8, 8, 1, 3, (2, 2), (0, 1)) is None     # stride 2
-    assert hs(8, 8, 1, 3, (1, 1), (0, 0)) is None     # unpadded
-    assert hs(8, 8, 1, 3, (1, 1), (1, 1)) is None     # padded across the taps too
-    assert hs(8, 2000, 7, 1, (1, 1), (3, 0)) is None  # halo taller than any tile
-
-
 @pytest.mark.skipif(DEV == "cuda", reason="tile sizes forced through the interpreter's launch")
-@pytest.mark.parametrize("n,ci,h,w,co,k,p", [
-    (3, 13, 5, 7, 37, (1, 7), (0, 3)), (3, 13, 5, 4, 37, (7, 1), (3, 0)),
-    (1, 20, 9, 9, 9, (3, 1), (1, 0)), (2, 20, 3, 5, 9, (1, 3), (0, 1))])
+@pytest.mark.parametrize("n,ci,h,w,co,k,s,p", [
+    (3, 13, 5, 7, 37, (1, 7), (1, 1), (0, 3)), (3, 20, 5, 4, 37, (7, 1), (1, 1), (3, 0)),
+    (1, 20, 9, 9, 9, (3, 1), (1, 1), (1, 0)), (2, 40, 3, 5, 9, (1, 3), (2, 1), (0, 1)),
+    (2, 36, 7, 6, 20, (3, 3), (1, 1), (1, 1)), (1, 17, 9, 8, 9, (5, 5), (2, 2), (2, 2))])
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
-def test_halo_kernel_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, p, layout):
-    """32-row tiles (the smallest the BN partials allow): halos that cross tile, line and image
-    boundaries, and the statistics epilogue, against torch."""
+def test_flat_k_loop_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, s, p, layout):
+    """16-channel K steps and 32-row tiles (the smallest the BN partials allow): the one
+    (channel block, tap) loop crosses channel-block tails, every tap's padding, tile, line and
+    image boundaries; with the statistics epilogue, against torch."""
     launched = []
-    orig = conv2d_asym._conv2d_asym_halo_kernel.fn.run
-    monkeypatch.setattr(conv2d_asym._conv2d_asym_halo_kernel.fn, "run",
-                        lambda *a, **kw: (launched.append(kw["BLOCK_M"]), orig(*a, **kw))[1])
-    monkeypatch.setattr(conv2d_asym, "interpreter_tiles",
+    orig = conv2d_fwd_module._conv2d_fwd_kernel.fn.run
+    monkeypatch.setattr(conv2d_fwd_module._conv2d_fwd_kernel.fn, "run",
+                        lambda *a, **kw: (launched.append(kw["BLOCK_K"]), orig(*a, **kw))[1])
+    monkeypatch.setattr(conv_common, "interpreter_tiles",
                         lambda m, c, kk: dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16))
     torch.manual_seed(1)
     x = torch.randn(n, ci, h, 2 * w)[..., ::2] if layout == "strided" else \
         torch.randn(n, ci, h, w).to(memory_format=torch.channels_last)
     wt = torch.randn(co, ci, *k)
-    ref = F.conv2d(x, wt, None, 1, p)
-    y, psum, _ = conv2d_fwd(x, wt, padding=p, stats=True)
-    assert launched and all(b == 32 for b in launched)
+    ref = F.conv2d(x, wt, None, s, p)
+    y, psum, _ = conv2d_fwd(x, wt, stride=s, padding=p, stats=True)
+    assert launched == [16]
     assert rel_err(y, ref) < 1e-5
     r = rows(ref.double())
     for g in range(psum.shape[0]):
@@ -164,6 +143,40 @@ def test_bn_finalize(count, c, offset):
     assert rel_err(cc, beta - mean * a) < 1e-5
     assert rel_err(rm, 0.9 * rm0 + 0.1 * m64) < 1e-5
     assert rel_err(rv, 0.9 * rv0 + 0.1 * y64.var(0, unbiased=True)) < 1e-4
+
+
+def test_bn_finalize_in_segments_is_one_finalize_per_segment():
+    """A horizontal 1x1 group's BN layers (3 segments, bf16 running stats on one, a trailing
+    column past them) in one launch: as finalizing each segment's columns alone."""
+    torch.manual_seed(5)
+    count, sizes, c = 11000, (2, 3, 1), 7
+    x = torch.randn(1, 4, 1, count, device=DEV) + 3.0
+    y, psum, pm2 = conv2d_fwd(x, torch.randn(c, 4, 1, 1, device=DEV), stats=True)
+    segs = lambda f: [f(s) for s in sizes]  # noqa: E731
+    gamma, beta = segs(lambda s: torch.rand(s, device=DEV) + 0.5), segs(lambda s: torch.randn(s, device=DEV))
+    rm = segs(lambda s: torch.randn(s, device=DEV))
+    rv = segs(lambda s: torch.rand(s, device=DEV) + 0.5)
+    rm[1], rv[1] = rm[1].bfloat16(), rv[1].bfloat16()
+    rm_ref, rv_ref = [t.clone() for t in rm], [t.clone() for t in rv]
+    mean, invstd, a, cc = bn_finalize(psum, pm2, count, eps=1e-3, momentum=0.1, gamma=gamma,
+                                      beta=beta, running_mean=rm, running_var=rv)
+    lo = 0
+    for i, s in enumerate(sizes):
+        col = slice(lo, lo + s)
+        ref = bn_finalize(psum[:, col].contiguous(), pm2[:, col].contiguous(), count, eps=1e-3,
+                          momentum=0.1, gamma=gamma[i], beta=beta[i], running_mean=rm_ref[i],
+                          running_var=rv_ref[i])
+        for got, want in zip((mean, invstd, a, cc), ref):
+            assert torch.allclose(got[col], want, rtol=1e-6, atol=1e-6)
+        assert rm[i].dtype == rm_ref[i].dtype and torch.equal(rm[i], rm_ref[i])
+        assert torch.equal(rv[i], rv_ref[i])
+        lo += s
+    # The trailing column: gamma 1, beta 0.
+    assert torch.allclose(a[6:], invstd[6:]) and torch.allclose(cc[6:], -mean[6:] * invstd[6:])
+    with pytest.raises(ValueError, match="segment sizes"):
+        bn_finalize(psum, pm2, count, eps=1e-3, momentum=0.1, gamma=gamma, beta=beta[:2])
+    with pytest.raises(ValueError, match="1 to 4 segments"):
+        bn_finalize(psum, pm2, count, eps=1e-3, momentum=0.1, gamma=gamma * 2, beta=beta * 2)
 
 
 def test_bn_finalize_errors():
@@ -260,5 +273,6 @@ def test_gpu_config_pruning_sees_keyword_arguments():
     kept = prune_configs(configs, {}, C_out=32, C_in=3, M=50)
     assert kept and all(c.kwargs["BLOCK_N"] <= 32 and c.kwargs["BLOCK_K"] <= 32
                         and c.kwargs["BLOCK_M"] <= 64 for c in kept)
-    assert len(prune_configs(configs, {"C_out": 768, "C_in": 2048, "M": 10 ** 6})) == len(configs)
+    big = prune_configs(configs, {"C_out": 768, "C_in": 2048, "M": 10 ** 6})
+    assert 1 <= len(big) <= KEEP and all(c.kwargs["BLOCK_M"] >= 128 for c in big)
     assert all(c.kwargs["BLOCK_M"] % STAT_ROWS == 0 for c in configs)

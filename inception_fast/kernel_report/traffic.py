@@ -18,6 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 
+from ..ops.library import NS
+
 # H100 SXM ceilings (dense): the model's constants, not measurements.
 PEAK_FLOPS = {torch.bfloat16: 989e12, torch.float16: 989e12, torch.float32: 494e12}  # TF32
 HBM_BYTES_PER_S = 3.35e12
@@ -67,6 +69,19 @@ def _is_view(func) -> bool:
                for r in func._schema.returns)
 
 
+def _own_op_impl(func):
+    """The Python body of one of this package's registered ops (torch.library.custom_op), or
+    None. A dispatch mode sees such an op as one call and not the aten ops and Triton
+    launches inside it; running the body under the mode again counts those instead. torch has
+    no public accessor for a custom op's function, hence the registry lookup."""
+    if getattr(func, "namespace", None) != NS:
+        return None
+    from torch._library.custom_ops import _maybe_get_opdef
+
+    opdef = _maybe_get_opdef(func._schema.name)
+    return None if opdef is None else opdef._init_fn
+
+
 class AtenCounter(TorchDispatchMode):
     """Counts every kernel-launching aten op by (layer, phase): bytes of its tensor inputs,
     outputs and mutated arguments, and its FLOPs."""
@@ -79,6 +94,10 @@ class AtenCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        impl = _own_op_impl(func)
+        if impl is not None:  # one of ours: no kernel itself; count what its body issues
+            with self:
+                return impl(*args, **kwargs)
         out = func(*args, **kwargs)
         name = func._schema.name.split("::")[-1]
         if name in _NO_KERNEL or _is_view(func):

@@ -27,12 +27,11 @@ import torch
 from torch import Tensor
 
 from .bn_math import eval_affine
-from .conv_bn_relu_triton import bn_relu_bwd_coefficients
 from .library import absent, name
 from .param_cache import ParamCache, version_key
 from ..kernels.avg_pool3x3 import avg_pool3x3
-from ..kernels.bn_relu_bwd import bn_relu_bwd_apply
-from ..kernels.bn_train import bn_finalize, bn_relu_apply
+from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_coefficients
+from ..kernels.bn_train import MAX_SEGMENTS, bn_finalize, bn_relu_apply
 from ..kernels.conv1x1_multi import gemm1x1_routed, routed_apply
 from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 from ..kernels.conv2d_fwd import conv2d_fwd
@@ -129,34 +128,23 @@ def _finalize_unit(u, psum, pm2, count):
 
 
 def _train_stats(units, psum, pm2, count, sizes, device):
-    """bn_finalize for the plain units' columns of the GEMM partials -> new (mean, invstd, a, c)
-    float32 [sum(sizes)]; running stats updated in place."""
+    """bn_finalize for the plain units' columns of the GEMM partials -> (mean, invstd, a, c)
+    float32 [sum(sizes)]; running stats updated in place. One launch (each unit's BN tensors
+    a segment) when the units agree on eps, momentum and which tensors they have."""
     total = sum(sizes)
-    same = (len({u.eps for u in units}) == 1 and len({u.momentum for u in units}) == 1
-            and len({u.mean is None for u in units}) == 1)
-    if same:  # one finalize over all columns (a pool unit's trailing columns are ignored)
-        u0 = units[0]
-        cols = psum.shape[1]
-        extra = cols - total
-        ones = [torch.ones(s, device=device) for s in sizes + [extra]]
-        zeros = [torch.zeros(s, device=device) for s in sizes + [extra]]
-        gamma = _fill([u.gamma.detach().float() if u.gamma is not None else o
-                       for u, o in zip(units, ones)] + ones[len(units):], cols, device)
-        beta = _fill([u.beta.detach().float() if u.beta is not None else z
-                      for u, z in zip(units, zeros)] + zeros[len(units):], cols, device)
-        rm = rv = None
-        if u0.mean is not None:
-            rm = _fill([u.mean.float() for u in units] + zeros[len(units):], cols, device)
-            rv = _fill([u.var.float() for u in units] + ones[len(units):], cols, device)
-        stats = bn_finalize(psum, pm2, count, eps=u0.eps, momentum=u0.momentum, gamma=gamma,
-                            beta=beta, running_mean=rm, running_var=rv)
-        if rm is not None:
-            lo = 0
-            for u, s in zip(units, sizes):
-                u.mean.copy_(rm[lo:lo + s])
-                u.var.copy_(rv[lo:lo + s])
-                lo += s
-        return tuple(t if extra == 0 else t[:total].clone() for t in stats)
+    u0 = units[0]
+    same = (len(units) <= MAX_SEGMENTS and len({u.eps for u in units}) == 1
+            and len({u.momentum for u in units}) == 1
+            and len({(u.gamma is None, u.beta is None, u.mean is None) for u in units}) == 1
+            and (u0.gamma is None) == (u0.beta is None))
+    if same:  # a pool unit's trailing columns are past the segments (and ignored)
+        def segs(f):
+            return None if f(u0) is None else [f(u).detach() for u in units]
+        stats = bn_finalize(psum, pm2, count, eps=u0.eps, momentum=u0.momentum,
+                            gamma=segs(lambda u: u.gamma), beta=segs(lambda u: u.beta),
+                            running_mean=segs(lambda u: u.mean),
+                            running_var=segs(lambda u: u.var))
+        return stats if psum.shape[1] == total else tuple(t[:total] for t in stats)
     parts, lo = [], 0
     for u, s in zip(units, sizes):
         parts.append(_finalize_unit(u, psum[:, lo:lo + s].contiguous(),
@@ -327,32 +315,34 @@ def conv1x1_multi_triton_bwd(
     for u in plain:
         g = grad_out[:, u.offset:u.offset + u.c] if u.offset >= 0 else next(inters)
         seg = slice(lo, lo + u.c)
-        gam = u.gamma.float() if u.gamma is not None else torch.ones_like(invstd[seg])
-        k1, k2, k3, gg, gb = bn_relu_bwd_coefficients(g, y[:, seg], a[seg], c[seg], mean[seg],
-                                                      invstd[seg], gam, training)
+        k1, k2, k3, _, _ = bn_relu_bwd_coefficients(
+            g, y[:, seg], a[seg], c[seg], mean[seg], invstd[seg], u.gamma, training=training,
+            grads_out=(grad_gamma[seg], grad_beta[seg]))
         if grad_y is not None:
-            bn_relu_bwd_apply(g, y[:, seg], a[seg], c[seg], k1.contiguous(), k2.contiguous(),
-                              k3.contiguous(), shift=mean[seg], out=grad_y[:, seg])
-        grad_gamma[seg].copy_(gg)
-        grad_beta[seg].copy_(gb)
+            bn_relu_bwd_apply(g, y[:, seg], a[seg], c[seg], k1, k2, k3, shift=mean[seg],
+                              out=grad_y[:, seg])
         lo += u.c
     if pool is not None:
         g = grad_out[:, pool.offset:pool.offset + pool.c]
-        gam = pool.gamma.float() if pool.gamma is not None else torch.ones_like(pool_invstd)
-        k1, k2, k3, gg, gb = bn_relu_bwd_coefficients(g, z, pool_a, pool_c, pool_mean,
-                                                      pool_invstd, gam, training)
+        k1, k2, k3, _, _ = bn_relu_bwd_coefficients(
+            g, z, pool_a, pool_c, pool_mean, pool_invstd, pool.gamma, training=training,
+            grads_out=(grad_gamma[c_main:], grad_beta[c_main:]))
         if grad_y is not None:
-            grad_z = bn_relu_bwd_apply(g, z, pool_a, pool_c, k1.contiguous(), k2.contiguous(),
-                                       k3.contiguous(), shift=pool_mean)
+            grad_z = bn_relu_bwd_apply(g, z, pool_a, pool_c, k1, k2, k3, shift=pool_mean)
             avg_pool3x3(grad_z, out=grad_y[:, c_main:])  # the pool is self-adjoint
-        grad_gamma[c_main:].copy_(gg)
-        grad_beta[c_main:].copy_(gb)
     grad_x, grad_w = absent(x), absent(x)
     if need_x:
-        grad_x = conv2d_dgrad(grad_y, _gemm_weight(_packed(weights, x.dtype)), (h, w))
-    if need_w:
-        grad_w = conv2d_wgrad(x, grad_y, (1, 1))
+        packed = _packed(weights, grad_y.dtype)
+        grad_x = conv2d_dgrad(grad_y, _gemm_weight(packed), (h, w), packed=packed)
+    if need_w:  # in the weights' dtype when they share one: no per-unit cast afterwards
+        grad_w = conv2d_wgrad(x, grad_y, (1, 1), out=x.new_empty(
+            (c_tot, x.shape[1], 1, 1), dtype=_grad_w_dtype(weights)))
     return grad_x, grad_w, grad_gamma, grad_beta
+
+
+def _grad_w_dtype(weights):
+    dtypes = {w.dtype for w in weights}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
 @conv1x1_multi_triton_bwd.register_fake
@@ -361,7 +351,7 @@ def _(grad_out, grad_inters, x, weights, bn_weights, y, mean, invstd, a, c, z, p
     c_tot = sum(wt.shape[0] for wt in weights)
     grad_x = (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=CL)
               if needs[0] else absent(x))
-    grad_w = (x.new_empty((c_tot, x.shape[1], 1, 1), dtype=torch.float32) if needs[1]
+    grad_w = (x.new_empty((c_tot, x.shape[1], 1, 1), dtype=_grad_w_dtype(weights)) if needs[1]
               else absent(x))
     return (grad_x, grad_w, x.new_empty((c_tot,), dtype=torch.float32),
             x.new_empty((c_tot,), dtype=torch.float32))

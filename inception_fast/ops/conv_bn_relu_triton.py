@@ -26,7 +26,7 @@ from .bn_math import eval_affine
 from .checks import conv_out_size
 from .library import absent, absents, name, present, train_and_eval_ops
 from .param_cache import ParamCache, version_key
-from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_reduce
+from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_coefficients
 from ..kernels.bn_train import bn_finalize, bn_relu_apply
 from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 from ..kernels.conv2d_fwd import conv2d_fwd, pack_weight
@@ -68,22 +68,6 @@ def _bn_train_stats(x, weight, bn_weight, bn_bias, running_mean, running_var, st
                                      gamma=bn_weight, beta=bn_bias, running_mean=running_mean,
                                      running_var=running_var)
     return y, mean, invstd, a, c, (idx[0] if idx else None)
-
-
-def bn_relu_bwd_coefficients(g, y, a, c, mean, invstd, gamma, training):
-    """ReLU + BN backward from the pre-BN y and the upstream g: (k1, k2, k3) for
-    bn_relu_bwd_apply (dy = k1*dz + k2*(y - mean) + k3), and the gamma / beta gradients.
-    Shared by every Triton op with a BN+ReLU epilogue (also ops/conv1x1_multi_triton.py)."""
-    sum_dz, sum_dz_yc = bn_relu_bwd_reduce(g, y, a, c, shift=mean)  # centered: see the kernel
-    grad_gamma = sum_dz_yc * invstd
-    if training:
-        m = y.shape[0] * y.shape[2] * y.shape[3]
-        k1 = gamma * invstd
-        k2 = -gamma * invstd * invstd * grad_gamma / m
-        k3 = -gamma * invstd * sum_dz / m
-    else:
-        k1, k2, k3 = a, torch.zeros_like(a), torch.zeros_like(a)
-    return k1, k2, k3, grad_gamma, sum_dz
 
 
 def _slice(t, offset, channels):
@@ -180,23 +164,20 @@ def conv_bn_relu_triton_bwd(
             if pool_offset >= 0:
                 _slice(grad_out_full, pool_offset, x.shape[1]).zero_()
         grad = grad[:, out_offset:out_offset + c_out]
-    gamma = bn_weight.float() if bn_weight is not None else torch.ones_like(invstd)
     k1, k2, k3, grad_gamma, sum_dz = bn_relu_bwd_coefficients(grad, y, a, c, mean, invstd,
-                                                              gamma, training)
+                                                              bn_weight, training=training)
     grad_x, grad_w = absent(grad), absent(grad)
     if need_x or need_w:
-        grad_y = bn_relu_bwd_apply(grad, y, a, c, k1.contiguous(), k2.contiguous(),
-                                   k3.contiguous(), shift=mean)
+        grad_y = bn_relu_bwd_apply(grad, y, a, c, k1, k2, k3, shift=mean)
         if need_x:
             grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
-                                  padding=padding)
+                                  padding=padding, packed=_packed(weight, grad_y.dtype))
             if grad_pool is not None:
                 grad_x += max_pool3x3s2_bwd(grad_pool, argmax, tuple(x.shape[2:]))
         if need_w:
+            # In the weight's dtype and layout (channels_last after model.to(channels_last)).
             grad_w = conv2d_wgrad(x, grad_y, tuple(weight.shape[2:]), stride=stride,
-                                  padding=padding).to(weight.dtype)
-            if grad_w is weight:  # never alias an input
-                grad_w = grad_w.clone()
+                                  padding=padding, out=torch.empty_like(weight))
     return (grad_x, grad_w, grad_gamma if need_g else absent(grad),
             sum_dz if need_b else absent(grad), grad_out_full)
 
@@ -207,7 +188,7 @@ def _(grad, x, weight, y, mean, invstd, a, c, bn_weight, argmax, stride, padding
     need_x, need_w, need_g, need_b, need_out = needs
     vec = lambda: mean.new_empty(mean.shape)  # noqa: E731
     return (y.new_empty(x.shape).contiguous(memory_format=CL) if need_x else absent(grad),
-            torch.empty_like(weight, memory_format=torch.contiguous_format) if need_w
+            torch.empty_like(weight) if need_w
             else absent(grad),
             vec() if need_g else absent(grad), vec() if need_b else absent(grad),
             torch.empty_like(grad) if need_out and out_offset >= 0 else absent(grad))
