@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from . import dtypes
+from .configs import sm_count
 from .dtypes import check_kernel_dtype, interpreter_on
 
 _INTERPRET = interpreter_on()
@@ -210,8 +211,8 @@ def _partials(grad_out, y, a, c, shift):
         return torch.zeros((2, 1, C), dtype=torch.float32, device=y.device), 1
     block_m, block_c = _blocks(C)
     c_blocks = triton.cdiv(C, block_c)
-    if y.device.type == "cuda":
-        sms = torch.cuda.get_device_properties(y.device).multi_processor_count
+    sms = sm_count(y.device)
+    if sms is not None:
         target = max(1, (8 * sms) // c_blocks)  # ~8 programs per SM; each loops over its rows
     else:  # the interpreter: one program per channel tile, looping over all row tiles
         target = 1

@@ -62,6 +62,16 @@ SMS = 132
 MMA_RATE = 989e12 / 2 / SMS
 OPERAND_RATE = 10e12 / SMS
 KEEP = 3
+
+
+def sm_count(device: torch.device) -> int | None:
+    """SMs of the GPU a launch on `device` runs on, for grid sizing (split-K, partial sums):
+    the visible GPU's; on meta tensors (the static report's workloads) the model's SMS, so the
+    report counts the launches and bytes an H100 run would choose; None under the interpreter
+    (programs run one after another: more of them only adds work)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return SMS if device.type == "meta" else None
 # False inside verdicts_disabled().
 _ENABLED = [True]
 

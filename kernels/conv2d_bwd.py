@@ -15,7 +15,9 @@ dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap, one pipelined 
        an output pixel, so they are iterated directly and no MMA is spent on a tap that misses.
        Pixels that no output reaches (e.g. the last row of a stride-2, pad-0 conv) get 0.
 wgrad  GEMM  M = C_out, N = C_in per tap, K = N*OH*OW (large): split-K over K into fp32
-       partial buffers, summed by torch afterwards (deterministic, no atomics).
+       partial buffers, summed in a fixed order by a second kernel that rounds once into the
+       weight's dtype and layout (deterministic, no atomics); one split: the GEMM kernel
+       stores into the gradient itself.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import triton.language as tl
 from . import dtypes
 from .conv_common import pack_weight, use_ieee
 from .sizes import conv_out_size
-from .configs import autotuned, size_pruner
+from .configs import autotuned, size_pruner, sm_count
 from .dtypes import check_kernel_dtype, interpreter_on
 
 _INTERPRET = interpreter_on()
@@ -126,13 +128,16 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
                   N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,
                   s_xn, s_xc, s_xh, s_xw,
                   s_gyn, s_gyc, s_gyh, s_gyw,
+                  s_pk, s_po, s_pi, s_pr, s_ps,
                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                   PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[split, co, ci, r, s] = sum over output pixels p in this split's K range of
     grad_y[n, co, oh, ow] * x[n, ci, oh*SH - PH + r, ow*SW - PW + s] (0 where out of bounds).
     Program (pid_m, pid_n, split): a BLOCK_M tile of C_out x a BLOCK_N tile of C_in of one tap
-    (pid_n = tap * ci_blocks + ci_block), over K range [split*K_PER_SPLIT, +K_PER_SPLIT)."""
+    (pid_n = tap * ci_blocks + ci_block), over K range [split*K_PER_SPLIT, +K_PER_SPLIT).
+    part: strides s_pk (split), s_po, s_pi, s_pr, s_ps, any float dtype (one split: the
+    caller's gradient tensor itself, in the weight's dtype and layout)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -165,10 +170,28 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
                     mask=x_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PREC)
 
-    # part is (SPLIT, C_out, C_in, KH, KW) contiguous.
-    out = (part_ptr + pid_k.to(tl.int64) * C_out * C_in * KH * KW
-           + (offs_m[:, None] * C_in + offs_n[None, :]) * (KH * KW) + tap)
-    tl.store(out, acc, mask=m_ok[:, None] & n_ok[None, :])
+    out = (part_ptr + pid_k.to(tl.int64) * s_pk + r * s_pr + s * s_ps
+           + offs_m[:, None].to(tl.int64) * s_po + offs_n[None, :] * s_pi)
+    tl.store(out, acc.to(part_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _split_sum_kernel(part_ptr, out_ptr, SPLIT, C_in, KH, KW, TOTAL,
+                      s_oo, s_oi, s_or, s_os, BLOCK: tl.constexpr):
+    """out[co, ci, r, s] = sum over splits of part[split, co, ci, r, s] in split order, in fp32,
+    rounded once to out's dtype. part contiguous (SPLIT, C_out, C_in, KH, KW); out any strides.
+    Bytes: SPLIT x 4 B read + one element written per weight element; no FLOPs to speak of."""
+    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = idx < TOTAL
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for k in range(SPLIT):
+        acc += tl.load(part_ptr + k * TOTAL + idx, mask=ok, other=0.0)
+    s = idx % KW
+    r = (idx // KW) % KH
+    ci = (idx // (KW * KH)) % C_in
+    co = idx // (KW * KH * C_in)
+    tl.store(out_ptr + co * s_oo + ci * s_oi + r * s_or + s * s_os,
+             acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -268,9 +291,9 @@ def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride
 def _split_k(k_total, tiles, device):
     """How many K chunks: enough programs to fill the GPU (~4 per SM) while each chunk keeps
     >= 1024 pixels so the partial buffers and their sum stay small next to the GEMM."""
-    if device.type != "cuda":  # the interpreter runs programs one by one: splits only add some
+    sms = sm_count(device)
+    if sms is None:  # the interpreter runs programs one by one: splits only add some
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
     return max(1, min(triton.cdiv(4 * sms, tiles), triton.cdiv(k_total, 1024), 64))
 
 
@@ -320,7 +343,11 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
     k_per_split = triton.cdiv(k_total, split_k)
     k_per_split = triton.cdiv(k_per_split, 128) * 128  # whole BLOCK_K steps for every config
     split_k = triton.cdiv(k_total, k_per_split)
-    part = torch.empty((split_k, C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+    if split_k == 1 and out is not None:  # the kernel writes (and casts) the result itself
+        part, split_stride = out, 0
+    else:
+        part = torch.empty((split_k, C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+        split_stride = part.stride(0)
 
     def grid(meta):
         ci_blocks = triton.cdiv(C_in, meta["BLOCK_N"])
@@ -328,11 +355,19 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
 
     _launch(_wgrad_kernel, grid,
             (x, grad_y, part, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split, *x.stride(),
-             *grad_y.stride()),
+             *grad_y.stride(), split_stride, *part.stride()[-4:]),
             dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype)),
             _interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024))
+    if part is out:
+        return out
+    if split_k == 1:
+        return part[0]
+    # The one launch that reduces the splits also casts into `out` (any dtype, any layout): the
+    # weight's own, so autograd's gradient accumulation takes it as it is. (torch.sum into a
+    # bf16 `out` would round each partial to bf16 before adding.)
     if out is None:
-        return part[0] if split_k == 1 else part.sum(0)
-    # The one op that reduces the splits also casts into `out` (any dtype, any layout): the
-    # weight's own, so autograd's gradient accumulation takes it without another copy.
-    return out.copy_(part[0]) if split_k == 1 else torch.sum(part, 0, out=out)
+        out = torch.empty((C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+    total = C_out * C_in * KH * KW
+    _split_sum_kernel[(triton.cdiv(total, 1024),)](part, out, split_k, C_in, KH, KW, total,
+                                                    *out.stride(), BLOCK=1024, num_warps=4)
+    return out

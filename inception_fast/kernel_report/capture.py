@@ -90,6 +90,21 @@ class ModuleLabels:
             h.remove()
 
 
+def _detached(spec: Specialized) -> Specialized:
+    """The record keeps meta stand-ins (shape, strides, dtype and byte offset, so the same
+    specialization), not the launch's tensors: a tensor the record still referenced would make
+    autograd copy a gradient it would otherwise take over (AccumulateGrad steals only a tensor
+    nothing else holds), an aten copy that a real launch does not cause."""
+    def stand_in(v):
+        if not isinstance(v, torch.Tensor):
+            return v
+        base = torch.empty(v.untyped_storage().nbytes() // v.element_size(), dtype=v.dtype,
+                           device="meta")
+        return base.as_strided(v.shape, v.stride(), v.storage_offset())
+    spec.bound = {k: stand_in(v) for k, v in spec.bound.items()}
+    return spec
+
+
 def _tensor_args(jit: JITFunction, bound: dict) -> list[TensorArg]:
     out = []
     for p in jit.params:
@@ -111,8 +126,8 @@ def recording(target, labels: ModuleLabels | None = None):
     def jit_run(self, *args, grid, warmup, **kwargs):
         spec = specialize(self, args, kwargs, target)
         layer, phase = where()
-        launches.append(Launch(self.fn.__name__, layer, phase, [spec],
-                               _tensor_args(self, spec.bound)))
+        tensors = _tensor_args(self, spec.bound)
+        launches.append(Launch(self.fn.__name__, layer, phase, [_detached(spec)], tensors))
 
     def autotuner_run(self, *args, **kwargs):
         # As Autotuner.run: prune only when there is a choice; each kept config is compiled
@@ -124,8 +139,9 @@ def recording(target, labels: ModuleLabels | None = None):
                  for c in configs]
         self.nargs = None
         layer, phase = where()
-        launches.append(Launch(self.fn.fn.__name__, layer, phase, specs,
-                               _tensor_args(self.fn, specs[0].bound)))
+        tensors = _tensor_args(self.fn, specs[0].bound)
+        launches.append(Launch(self.fn.fn.__name__, layer, phase, [_detached(s) for s in specs],
+                               tensors))
 
     JITFunction.run, Autotuner.run = jit_run, autotuner_run
     try:

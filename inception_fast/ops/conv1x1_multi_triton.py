@@ -81,19 +81,16 @@ def _split(units, has_pool):
 
 
 def _pack(weights, dtype, scales=None):
-    """[C_in, C_tot] contiguous: column block u = weight_u^T (times scales[u] per column)."""
+    """[C_in, C_tot] contiguous: column block u = weight_u^T (times scales[u] per column). One
+    cat writes (and casts) every block: one launch per group, not one per weight."""
     c_in = weights[0].shape[1]
     c_tot = sum(w.shape[0] for w in weights)
     packed = torch.empty((c_in, c_tot), device=weights[0].device, dtype=dtype)
-    lo = 0
     with torch.no_grad():
-        for i, w in enumerate(weights):
-            c = w.shape[0]
-            wu = w.detach().reshape(c, c_in).float()
-            if scales is not None:
-                wu = wu * scales[i][:, None]
-            packed[:, lo:lo + c].copy_(wu.t())
-            lo += c
+        cols = [w.detach().reshape(w.shape[0], c_in).t() for w in weights]
+        if scales is not None:
+            cols = [col.float() * s[None, :] for col, s in zip(cols, scales)]
+        torch.cat(cols, dim=1, out=packed)
     return packed
 
 

@@ -1,0 +1,55 @@
+"""The report's launch and op counts (kernel_report.collect / traffic / capture) count what a GPU
+step would issue: the aten ops inside this package's registered ops (not the ops themselves),
+no copies that only the recording causes, and the GPU's split-K choice on meta tensors.
+
+Recording needs the interpreter off, which this process has switched on before Triton loaded:
+the counts are taken in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from inception_fast.backends import why_unavailable
+
+pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None, reason="needs triton")
+
+_COUNT = """
+import json
+from inception_fast.kernel_report import collect
+from inception_fast.kernel_report.jit_launch import target_for
+c = collect.collect(collect.Workload("units", 0, 256, "bf16", "train"), target_for(90))
+print(json.dumps({"ours": dict(c.ours_aten.ops), "eager": dict(c.eager_aten.ops),
+                  "triton": sorted(l.kernel for l in c.launches)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def counts():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _COUNT], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_registered_ops_are_counted_by_what_they_issue(counts):
+    # The two ConvBNReLU units of the workload run as registered ops: their Triton launches
+    # are recorded, and no op of the package's namespace is itself counted as a kernel.
+    assert counts["triton"].count("_conv2d_fwd_kernel") == 2
+    assert counts["triton"].count("_dgrad_kernel") == 1  # the input needs no gradient
+    assert not [op for op in counts["ours"] if op.startswith("conv_bn_relu")]
+
+
+def test_no_gradient_copies(counts):
+    # A recording that held the launches' tensors made autograd copy every BN gradient (it
+    # only takes over a tensor nothing else references): 2 copy_ per layer that a GPU step
+    # does not issue. The weight gradients are stored in the weight's layout by a kernel.
+    assert counts["ours"].get("copy_", 0) == 0, counts["ours"]
+
+
+def test_meta_tensors_get_the_gpus_split_k(counts):
+    # 256 x 30 x 30 pixels per wgrad: on an H100 the K range is split, and the splits are
+    # summed by the split-sum kernel (the interpreter would keep one split).
+    assert counts["triton"].count("_split_sum_kernel") == 2
+    assert counts["triton"].count("_wgrad_kernel") == 2
