@@ -9,8 +9,9 @@ ReLU mask is recomputed from y, so no mask tensor is ever stored:
 1. bn_relu_bwd_reduce(grad_out, y, a, c, shift=mean) -> (sum_dz, sum_dz_yc), float32 [C],
    yc = y - shift, one read of grad_out and y (per-program partial sums, then a tiny torch sum
    over programs).
-2. bn_relu_bwd_coefficients(...) does 1 and, in one more small kernel that adds the
-   partials in a fixed order, turns the sums into BN's gradients (M = N * H * W, per channel):
+2. bn_relu_bwd_coefficients(...) does 1 and, in the same launch, the last program of each
+   channel tile to finish (kernels/last_program.py) adds the partials in a fixed order and
+   turns the sums into BN's gradients (M = N * H * W, per channel):
 
    train (batch statistics mean, invstd = 1 / sqrt(var + eps); shift = mean):
        grad_beta  = sum_dz
@@ -42,6 +43,7 @@ import triton.language as tl
 from . import dtypes
 from .configs import sm_count
 from .dtypes import check_kernel_dtype, interpreter_on
+from .last_program import arrival_counters, arrive_last
 
 _INTERPRET = interpreter_on()
 
@@ -55,13 +57,57 @@ def _row_offsets(m, HW, W, s_n, s_h, s_w):
 
 
 @triton.jit
+def _coefficients(part_ptr, P, C, offs_c, c_ok, count, a_ptr, invstd_ptr, gamma_ptr,
+                  k1_ptr, k2_ptr, k3_ptr, gg_ptr, gb_ptr,
+                  TRAINING: tl.constexpr, HAS_GAMMA: tl.constexpr,
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Adds the P partials of one channel tile in a fixed order (.cg: they were written by
+    other programs) and writes BN's gradients (module doc, step 2): k1, k2, k3, grad_gamma,
+    grad_beta."""
+    s_dz = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    s_dzy = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for p0 in range(0, P, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        mask = (p < P)[:, None] & c_ok[None, :]
+        off = p[:, None] * C + offs_c[None, :]
+        s_dz += tl.sum(tl.load(part_ptr + off, mask=mask, other=0.0, cache_modifier=".cg"),
+                       axis=0)
+        s_dzy += tl.sum(tl.load(part_ptr + P * C + off, mask=mask, other=0.0,
+                                cache_modifier=".cg"), axis=0)
+    invstd = tl.load(invstd_ptr + offs_c, mask=c_ok, other=0.0)
+    grad_gamma = s_dzy * invstd
+    if TRAINING:
+        if HAS_GAMMA:
+            k1 = tl.load(gamma_ptr + offs_c, mask=c_ok, other=0.0) * invstd
+        else:
+            k1 = invstd
+        k2 = -k1 * invstd * grad_gamma / count
+        k3 = -k1 * s_dz / count
+    else:
+        k1 = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)
+        k2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        k3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    tl.store(k1_ptr + offs_c, k1, mask=c_ok)
+    tl.store(k2_ptr + offs_c, k2, mask=c_ok)
+    tl.store(k3_ptr + offs_c, k3, mask=c_ok)
+    tl.store(gg_ptr + offs_c, grad_gamma, mask=c_ok)
+    tl.store(gb_ptr + offs_c, s_dz, mask=c_ok)
+
+
+@triton.jit
 def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
                                M, C, HW, W,
                                s_gn, s_gc, s_gh, s_gw,
                                s_yn, s_yc, s_yh, s_yw,
+                               counter_ptr, count, invstd_ptr, gamma_ptr,
+                               k1_ptr, k2_ptr, k3_ptr, gg_ptr, gb_ptr,
+                               COEF: tl.constexpr, TRAINING: tl.constexpr,
+                               HAS_GAMMA: tl.constexpr, BLOCK_P: tl.constexpr,
                                BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Program (pid_m, pid_c) walks pixel tiles pid_m, pid_m + P, ... (grid-stride) of one
-    channel tile and writes its partial sums of dz and dz*(y - shift) to part[0|1, pid_m, channel]."""
+    channel tile and writes its partial sums of dz and dz*(y - shift) to part[0|1, pid_m,
+    channel]. COEF: the last program of each channel tile to finish (kernels/last_program.py)
+    then turns the P partials into the coefficients (_coefficients), in this same launch."""
     pid_m = tl.program_id(0)
     pid_c = tl.program_id(1)
     P = tl.num_programs(0)
@@ -85,44 +131,11 @@ def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
     out = part_ptr + pid_m * C + offs_c
     tl.store(out, tl.sum(acc_dz, axis=0), mask=c_ok)
     tl.store(out + P * C, tl.sum(acc_dzy, axis=0), mask=c_ok)
-
-
-@triton.jit
-def _bn_relu_bwd_coef_kernel(part_ptr, P, C, count, a_ptr, invstd_ptr, gamma_ptr,
-                             k1_ptr, k2_ptr, k3_ptr, gg_ptr, gb_ptr,
-                             TRAINING: tl.constexpr, HAS_GAMMA: tl.constexpr,
-                             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Adds the reduce kernel's P partials of one channel tile in a fixed order and writes
-    BN's gradients (module doc, step 2): k1, k2, k3, grad_gamma, grad_beta."""
-    pid = tl.program_id(0)
-    offs_c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < C
-    s_dz = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    s_dzy = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for p0 in range(0, P, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        mask = (p < P)[:, None] & c_ok[None, :]
-        off = p[:, None] * C + offs_c[None, :]
-        s_dz += tl.sum(tl.load(part_ptr + off, mask=mask, other=0.0), axis=0)
-        s_dzy += tl.sum(tl.load(part_ptr + P * C + off, mask=mask, other=0.0), axis=0)
-    invstd = tl.load(invstd_ptr + offs_c, mask=c_ok, other=0.0)
-    grad_gamma = s_dzy * invstd
-    if TRAINING:
-        if HAS_GAMMA:
-            k1 = tl.load(gamma_ptr + offs_c, mask=c_ok, other=0.0) * invstd
-        else:
-            k1 = invstd
-        k2 = -k1 * invstd * grad_gamma / count
-        k3 = -k1 * s_dz / count
-    else:
-        k1 = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)
-        k2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        k3 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    tl.store(k1_ptr + offs_c, k1, mask=c_ok)
-    tl.store(k2_ptr + offs_c, k2, mask=c_ok)
-    tl.store(k3_ptr + offs_c, k3, mask=c_ok)
-    tl.store(gg_ptr + offs_c, grad_gamma, mask=c_ok)
-    tl.store(gb_ptr + offs_c, s_dz, mask=c_ok)
+    if COEF:
+        if arrive_last(counter_ptr + pid_c, P):
+            _coefficients(part_ptr, P, C, offs_c, c_ok, count, a_ptr, invstd_ptr, gamma_ptr,
+                          k1_ptr, k2_ptr, k3_ptr, gg_ptr, gb_ptr, TRAINING, HAS_GAMMA,
+                          BLOCK_P, BLOCK_C)
 
 
 @triton.jit
@@ -202,13 +215,12 @@ def _checked(grad_out, y, vecs, shift, what):
     return shift.contiguous()
 
 
-def _partials(grad_out, y, a, c, shift):
-    """The reduce kernel's per-program partials, float32 [2, P, C], and P (0 when y is
-    empty)."""
+def _partials(grad_out, y, a, c, shift, coef=None):
+    """Launches the reduce kernel: per-program partials, float32 [2, P, C], and P. coef: the
+    coefficient arguments (counters, count, invstd, gamma, the five outputs, TRAINING,
+    HAS_GAMMA), computed by the last program of each channel tile in the same launch."""
     N, C, H, W = y.shape
     M = N * H * W
-    if M == 0 or C == 0:
-        return torch.zeros((2, 1, C), dtype=torch.float32, device=y.device), 1
     block_m, block_c = _blocks(C)
     c_blocks = triton.cdiv(C, block_c)
     sms = sm_count(y.device)
@@ -216,11 +228,20 @@ def _partials(grad_out, y, a, c, shift):
         target = max(1, (8 * sms) // c_blocks)  # ~8 programs per SM; each loops over its rows
     else:  # the interpreter: one program per channel tile, looping over all row tiles
         target = 1
-    P = max(1, min(triton.cdiv(M, block_m), target))
+    P = max(1, min(triton.cdiv(M, block_m), target))  # M = 0: one program storing zeros
     part = torch.empty((2, P, C), dtype=torch.float32, device=y.device)
+    if C == 0:
+        return part, P
+    a = a.contiguous()
+    if coef is None:
+        vecs = dict(counter_ptr=part, count=1.0, invstd_ptr=a, gamma_ptr=a, k1_ptr=a, k2_ptr=a,
+                    k3_ptr=a, gg_ptr=a, gb_ptr=a, COEF=False, TRAINING=False, HAS_GAMMA=False)
+    else:
+        vecs = dict(coef, counter_ptr=arrival_counters(y.device, c_blocks), COEF=True)
     _bn_relu_bwd_reduce_kernel[(P, c_blocks)](
-        grad_out, y, a.contiguous(), c.contiguous(), shift, part, M, C, H * W, W,
-        *grad_out.stride(), *y.stride(), BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
+        grad_out, y, a, c.contiguous(), shift, part, M, C, H * W, W,
+        *grad_out.stride(), *y.stride(), **vecs, BLOCK_P=64 if _INTERPRET else 32,
+        BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
     return part, P
 
 
@@ -230,7 +251,7 @@ def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
 
     grad_out, y: (N, C, H, W), any strides; a, c, shift: float32 [C] (shift: the BN mean, see
     the module docstring; None = 0). Returns two float32 [C] (the partials summed by torch;
-    bn_relu_bwd_coefficients does it in a kernel, with the rest of BN's backward).
+    bn_relu_bwd_coefficients does it inside the reduce launch, with the rest of BN's backward).
     """
     shift = _checked(grad_out, y, {"a": a, "c": c}, shift, "bn_relu_bwd_reduce")
     sums = _partials(grad_out, y, a, c, shift)[0].sum(1)
@@ -241,7 +262,7 @@ def bn_relu_bwd_coefficients(grad_out: torch.Tensor, y: torch.Tensor, a: torch.T
                              c: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
                              gamma: torch.Tensor | None = None, *, training: bool = True,
                              grads_out: tuple | None = None):
-    """ReLU + BN backward's per-channel part in two launches: (k1, k2, k3) for
+    """ReLU + BN backward's per-channel part in one launch: (k1, k2, k3) for
     bn_relu_bwd_apply, grad_gamma and grad_beta, five float32 [C] (module doc, step 2).
 
     mean, invstd: the statistics the forward normalized with (batch ones when training, the
@@ -255,7 +276,6 @@ def bn_relu_bwd_coefficients(grad_out: torch.Tensor, y: torch.Tensor, a: torch.T
         vecs["gamma"] = gamma = gamma if gamma.dtype == torch.float32 else gamma.float()
     shift = _checked(grad_out, y, vecs, mean, "bn_relu_bwd_coefficients")
     N, C, H, W = y.shape
-    part, P = _partials(grad_out, y, a, c, shift)
     out = [torch.empty(C, dtype=torch.float32, device=y.device) for _ in range(3)]
     if grads_out is None:
         out += [torch.empty(C, dtype=torch.float32, device=y.device) for _ in range(2)]
@@ -266,14 +286,12 @@ def bn_relu_bwd_coefficients(grad_out: torch.Tensor, y: torch.Tensor, a: torch.T
                 raise ValueError(f"bn_relu_bwd_coefficients: grads_out must be two contiguous "
                                  f"float32 [{C}] tensors on {y.device}")
         out += list(grads_out)
-    if C == 0:
-        return tuple(out)
-    block_c = min(triton.next_power_of_2(C), 128 if _INTERPRET else 32)
-    _bn_relu_bwd_coef_kernel[(triton.cdiv(C, block_c),)](
-        part, P, C, float(max(N * H * W, 1)), a.contiguous(), invstd.contiguous(),
-        gamma.contiguous() if gamma is not None else invstd, *out,
-        TRAINING=training, HAS_GAMMA=gamma is not None, BLOCK_P=64 if _INTERPRET else 32,
-        BLOCK_C=block_c, num_warps=4)
+    invstd = invstd.contiguous()
+    coef = dict(count=float(max(N * H * W, 1)), invstd_ptr=invstd,
+                gamma_ptr=gamma.contiguous() if gamma is not None else invstd,
+                **dict(zip(("k1_ptr", "k2_ptr", "k3_ptr", "gg_ptr", "gb_ptr"), out)),
+                TRAINING=training, HAS_GAMMA=gamma is not None)
+    _partials(grad_out, y, a, c, shift, coef)
     return tuple(out)
 
 

@@ -15,9 +15,10 @@ dgrad  GEMM  M = N*H*W input pixels, N = C_in, K = C_out per tap, one pipelined 
        an output pixel, so they are iterated directly and no MMA is spent on a tap that misses.
        Pixels that no output reaches (e.g. the last row of a stride-2, pad-0 conv) get 0.
 wgrad  GEMM  M = C_out, N = C_in per tap, K = N*OH*OW (large): split-K over K into fp32
-       partial buffers, summed in a fixed order by a second kernel that rounds once into the
-       weight's dtype and layout (deterministic, no atomics); one split: the GEMM kernel
-       stores into the gradient itself.
+       partial buffers; the last split of each tile to finish sums them in split order and
+       rounds once into the weight's dtype and layout, in the same launch (deterministic: a
+       fixed order, whichever split comes last); one split: the GEMM kernel stores into the
+       gradient itself.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from . import dtypes
 from .conv_common import pack_weight, use_ieee
 from .sizes import conv_out_size
 from .configs import autotuned, size_pruner, sm_count
+from .last_program import arrival_counters, arrive_last
 from .dtypes import check_kernel_dtype, interpreter_on
 
 _INTERPRET = interpreter_on()
@@ -124,20 +126,25 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
 @autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT"],
            by_size=_WGRAD_GEMM)
 @triton.jit
-def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
+def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
                   N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,
                   s_xn, s_xc, s_xh, s_xw,
                   s_gyn, s_gyc, s_gyh, s_gyw,
                   s_pk, s_po, s_pi, s_pr, s_ps,
+                  s_oo, s_oi, s_or, s_os,
                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                   PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
+                  SPLIT_SUM: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[split, co, ci, r, s] = sum over output pixels p in this split's K range of
     grad_y[n, co, oh, ow] * x[n, ci, oh*SH - PH + r, ow*SW - PW + s] (0 where out of bounds).
     Program (pid_m, pid_n, split): a BLOCK_M tile of C_out x a BLOCK_N tile of C_in of one tap
     (pid_n = tap * ci_blocks + ci_block), over K range [split*K_PER_SPLIT, +K_PER_SPLIT).
     part: strides s_pk (split), s_po, s_pi, s_pr, s_ps, any float dtype (one split: the
-    caller's gradient tensor itself, in the weight's dtype and layout)."""
+    caller's gradient tensor itself, in the weight's dtype and layout).
+    SPLIT_SUM (several splits, part fp32): the last split of each tile to finish
+    (kernels/last_program.py) adds the tile's partials in split order, in fp32, and rounds
+    once into out (strides s_oo, s_oi, s_or, s_os: the weight's dtype and layout)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -170,28 +177,19 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr,
                     mask=x_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PREC)
 
-    out = (part_ptr + pid_k.to(tl.int64) * s_pk + r * s_pr + s * s_ps
-           + offs_m[:, None].to(tl.int64) * s_po + offs_n[None, :] * s_pi)
-    tl.store(out, acc.to(part_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
-
-
-@triton.jit
-def _split_sum_kernel(part_ptr, out_ptr, SPLIT, C_in, KH, KW, TOTAL,
-                      s_oo, s_oi, s_or, s_os, BLOCK: tl.constexpr):
-    """out[co, ci, r, s] = sum over splits of part[split, co, ci, r, s] in split order, in fp32,
-    rounded once to out's dtype. part contiguous (SPLIT, C_out, C_in, KH, KW); out any strides.
-    Bytes: SPLIT x 4 B read + one element written per weight element; no FLOPs to speak of."""
-    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    ok = idx < TOTAL
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for k in range(SPLIT):
-        acc += tl.load(part_ptr + k * TOTAL + idx, mask=ok, other=0.0)
-    s = idx % KW
-    r = (idx // KW) % KH
-    ci = (idx // (KW * KH)) % C_in
-    co = idx // (KW * KH * C_in)
-    tl.store(out_ptr + co * s_oo + ci * s_oi + r * s_or + s * s_os,
-             acc.to(out_ptr.dtype.element_ty), mask=ok)
+    tile_ok = m_ok[:, None] & n_ok[None, :]
+    tile = r * s_pr + s * s_ps + offs_m[:, None].to(tl.int64) * s_po + offs_n[None, :] * s_pi
+    tl.store(part_ptr + pid_k.to(tl.int64) * s_pk + tile, acc.to(part_ptr.dtype.element_ty),
+             mask=tile_ok)
+    if SPLIT_SUM:
+        splits = tl.num_programs(2)
+        if arrive_last(counter_ptr + pid_m * tl.num_programs(1) + pid_n, splits):
+            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k in range(0, splits):
+                total += tl.load(part_ptr + k * s_pk + tile, mask=tile_ok, other=0.0,
+                                 cache_modifier=".cg")
+            tl.store(out_ptr + r * s_or + s * s_os + offs_m[:, None].to(tl.int64) * s_oo
+                     + offs_n[None, :] * s_oi, total.to(out_ptr.dtype.element_ty), mask=tile_ok)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -348,26 +346,26 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
     else:
         part = torch.empty((split_k, C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
         split_stride = part.stride(0)
+    if split_k > 1:
+        # The last split of each tile sums the tile's partials and casts into `out` (any
+        # dtype, any layout: the weight's own, so autograd's accumulation takes it as it is).
+        # torch.sum into a bf16 `out` would round each partial to bf16 before adding.
+        if out is None:
+            out = torch.empty((C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
+        # enough for the smallest tile any config or the interpreter uses (16 x 16)
+        counters = arrival_counters(x.device, triton.cdiv(C_out, 16) * triton.cdiv(C_in, 16) * KH * KW)
+    else:
+        counters = part
+    dest = out if out is not None else part[0]
 
     def grid(meta):
         ci_blocks = triton.cdiv(C_in, meta["BLOCK_N"])
         return (triton.cdiv(C_out, meta["BLOCK_M"]), KH * KW * ci_blocks, split_k)
 
     _launch(_wgrad_kernel, grid,
-            (x, grad_y, part, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split, *x.stride(),
-             *grad_y.stride(), split_stride, *part.stride()[-4:]),
-            dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype)),
+            (x, grad_y, part, dest, counters, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split,
+             *x.stride(), *grad_y.stride(), split_stride, *part.stride()[-4:], *dest.stride()),
+            dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype),
+                 SPLIT_SUM=split_k > 1),
             _interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024))
-    if part is out:
-        return out
-    if split_k == 1:
-        return part[0]
-    # The one launch that reduces the splits also casts into `out` (any dtype, any layout): the
-    # weight's own, so autograd's gradient accumulation takes it as it is. (torch.sum into a
-    # bf16 `out` would round each partial to bf16 before adding.)
-    if out is None:
-        out = torch.empty((C_out, C_in, KH, KW), dtype=torch.float32, device=x.device)
-    total = C_out * C_in * KH * KW
-    _split_sum_kernel[(triton.cdiv(total, 1024),)](part, out, split_k, C_in, KH, KW, total,
-                                                    *out.stride(), BLOCK=1024, num_warps=4)
-    return out
+    return dest

@@ -136,6 +136,41 @@ def test_coefficients_kernel_is_the_documented_maths(case, training):
         assert torch.equal(k1, a) and not k2.any() and not k3.any()
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_coefficients_by_the_last_of_many_programs(monkeypatch, training):
+    """With a GPU's SM count the reduce runs many programs per channel tile and the last one
+    to finish computes the coefficients (kernels/last_program.py): the same values as with
+    one program (to fp32 summation order), bit-identical on a repeat, and the counters reset
+    to zero for the next launch."""
+    from inception_fast.kernels import bn_relu_bwd, last_program
+    torch.manual_seed(5)
+    n, c, h, w = 3, 70, 17, 17  # 2 channel tiles, 4 row tiles of the interpreter's 256
+    y = _make(n, c, h, w, "channels_last") * 2 + 0.3
+    grad_out = _make(n, c, h, w, "slice")
+    gamma, beta = _params(c)
+    mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
+    invstd = torch.rsqrt(var + EPS)
+    a, cc = gamma * invstd, beta - mean * gamma * invstd
+    args = (grad_out, y, a, cc, mean, invstd, gamma)
+    one = bn_relu_bwd_coefficients(*args, training=training)
+    monkeypatch.setattr(bn_relu_bwd, "sm_count", lambda device: 2)  # P = min(4, 8 * 2 // 2)
+    launched = []
+    orig = bn_relu_bwd._partials
+
+    def spy(*a_, **k):
+        part, P = orig(*a_, **k)
+        launched.append(P)
+        return part, P
+    monkeypatch.setattr(bn_relu_bwd, "_partials", spy)
+    many = bn_relu_bwd_coefficients(*args, training=training)
+    again = bn_relu_bwd_coefficients(*args, training=training)
+    assert launched == [4, 4]
+    for x1, xm, xa in zip(one, many, again):
+        torch.testing.assert_close(xm, x1, rtol=1e-4, atol=1e-5)  # 867-term fp32 sums, reordered
+        assert torch.equal(xm, xa)
+    assert not last_program.arrival_counters(y.device, 2)[:2].any()
+
+
 def test_coefficients_without_gamma_with_low_precision_gamma_and_into_slices():
     torch.manual_seed(4)
     y = _make(3, 37, 11, 13, "channels_last")

@@ -144,10 +144,13 @@ def test_dgrad_unreached_pixels_are_zero():
 
 @pytest.mark.parametrize("split_k", [1, 2, 5, 1000])
 def test_wgrad_split_k(split_k):
-    """Partial sums over K chunks (the default picks the count from the shape)."""
+    """Partial sums over K chunks (the default picks the count from the shape), added by the
+    last split of each tile to finish, which leaves the arrival counters at zero."""
+    from inception_fast.kernels import last_program
     torch.manual_seed(5)
     x, wt, gy = _case(3, 13, 37, 9, 11, (3, 3), 1, (1, 1), "slice", x_layout="nchw")
     _check_wgrad(x, wt, gy, 1, (1, 1), split_k=split_k)
+    assert not last_program.arrival_counters(x.device, 1024).any()
 
 
 def test_dgrad_weight_any_layout():
