@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-DEFAULT_ARCHS = "8.0;9.0"  # A100, H100/H200 (sm_80, sm_90)
+# A100, H100/H200 (sm_80, sm_90 SASS) + compute_90 PTX, which the driver JIT-compiles for newer
+# GPUs (sm_100 B200, sm_120 RTX 50xx): without "+PTX" they get "no kernel image is available".
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 
 def csrc_dir() -> Path:
