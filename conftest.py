@@ -57,6 +57,22 @@ if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_sum_pairwise()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--benchmark", action="store_true",
+                     help="run the benchmark suite: the same as `pytest bench/ --benchmark-only` "
+                          "(CPU smoke sizes without a GPU, the compact set with one)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure reads the option
+def pytest_configure(config):
+    """--benchmark: --benchmark-only, over bench/ when no paths were given (the testpaths)."""
+    if not config.getoption("benchmark", False):
+        return
+    config.option.benchmark_only = True
+    if config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+        config.args = [str(config.rootpath / "bench")]
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_CUDA:
         return
