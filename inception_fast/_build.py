@@ -32,7 +32,14 @@ def cxx_flags() -> list[str]:
 
 
 def nvcc_flags() -> list[str]:
-    flags = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr"]
+    # No --use_fast_math: it implies -ftz=true, which compiles the max-pool's comparisons to
+    # FSETP.*.FTZ, so a subnormal window maximum compares equal to 0 and the pool returns the
+    # wrong value / argmax (torch keeps subnormals). The IEEE settings are spelled out so a
+    # later flag cannot bring flush-to-zero back unnoticed (tests/test_cuda_ext_build.py); FMA
+    # contraction (-fmad=true, the default) stays, and the kernels call no transcendental
+    # intrinsics, so nothing else of fast math is missed.
+    flags = ["-O3", "-std=c++17", "-ftz=false", "-prec-div=true", "-prec-sqrt=true",
+             "-fmad=true", "--expt-relaxed-constexpr"]
     if os.environ.get("INCEPTION_FAST_LINEINFO") == "1":  # for Nsight Compute source view
         flags.append("-lineinfo")
     if os.environ.get("INCEPTION_FAST_DEBUG") == "1":

@@ -177,19 +177,24 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
                     mask=x_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PREC)
 
-    tile_ok = m_ok[:, None] & n_ok[None, :]
-    tile = r * s_pr + s * s_ps + offs_m[:, None].to(tl.int64) * s_po + offs_n[None, :] * s_pi
-    tl.store(part_ptr + pid_k.to(tl.int64) * s_pk + tile, acc.to(part_ptr.dtype.element_ty),
-             mask=tile_ok)
+    out = (part_ptr + pid_k.to(tl.int64) * s_pk + r * s_pr + s * s_ps
+           + offs_m[:, None].to(tl.int64) * s_po + offs_n[None, :] * s_pi)
+    tl.store(out, acc.to(part_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
     if SPLIT_SUM:
         splits = tl.num_programs(2)
         if arrive_last(counter_ptr + pid_m * tl.num_programs(1) + pid_n, splits):
-            total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for k in range(0, splits):
-                total += tl.load(part_ptr + k * s_pk + tile, mask=tile_ok, other=0.0,
-                                 cache_modifier=".cg")
-            tl.store(out_ptr + r * s_or + s * s_os + offs_m[:, None].to(tl.int64) * s_oo
-                     + offs_n[None, :] * s_oi, total.to(out_ptr.dtype.element_ty), mask=tile_ok)
+            # 32 rows at a time: a whole 128 x 128 fp32 tile plus its offsets spilled
+            tl.static_assert(BLOCK_M % 32 == 0)
+            for m0 in tl.static_range(0, BLOCK_M, 32):
+                rows = pid_m * BLOCK_M + m0 + tl.arange(0, 32)
+                ok = (rows < C_out)[:, None] & n_ok[None, :]
+                tile = r * s_pr + s * s_ps + rows[:, None] * s_po + offs_n[None, :] * s_pi
+                total = tl.zeros((32, BLOCK_N), dtype=tl.float32)
+                for k in range(0, splits):
+                    total += tl.load(part_ptr + k * s_pk + tile, mask=ok, other=0.0,
+                                     cache_modifier=".cg")
+                tl.store(out_ptr + r * s_or + s * s_os + rows[:, None] * s_oo
+                         + offs_n[None, :] * s_oi, total.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -367,5 +372,6 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
              *x.stride(), *grad_y.stride(), split_stride, *part.stride()[-4:], *dest.stride()),
             dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype),
                  SPLIT_SUM=split_k > 1),
-            _interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024))
+            {**_interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024),
+             "BLOCK_M": max(32, _interp_tiles(C_out, 1, 1, 256, 1, 1)["BLOCK_M"])})
     return dest
