@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "profile": ("inception_fast.profile", "profile training/inference steps with torch.profiler"),
     "kernels": ("inception_fast.kernel_report.cli",
                 "static sm_90 report of every kernel variant and the traffic per layer (no GPU)"),
+    "warmup": ("inception_fast.kernel_report.warmup",
+               "compile every Triton kernel variant ahead of time into Triton's cache (no GPU)"),
 }
 
 

@@ -39,7 +39,28 @@ def report() -> str:
     from . import dispatch
 
     lines.append(dispatch.describe())
+    lines.append(triton_cache_line())
     return "\n".join(lines)
+
+
+def triton_cache_line() -> str:
+    """Triton's kernel cache: where, how many compiled kernels and autotune results (the
+    winners the kernels' autotuners record per Triton build and target), and what
+    `inception-fast warmup` last put there."""
+    try:
+        from .kernel_report import warmup_cache as wc
+    except Exception as e:  # no triton: say so, don't crash
+        return f"triton cache: unavailable ({type(e).__name__})"
+    s = wc.summary()
+    line = (f"triton cache: {s['dir']}: {s['entries']} compiled kernel(s), {s['autotune']} "
+            f"autotune result(s), {s['bytes'] / 1e6:.1f} MB")
+    m = wc.read_manifest(wc.cache_dir())
+    if m:
+        line += (f"\n  warmup {m.get('date')}: {m.get('variants')} variants for sm_{m.get('arch')}"
+                 f" (Triton {m.get('triton')}, configs {m.get('configs')}"
+                 f"{', binaries only' if m.get('binary_only') else ''}): "
+                 + "; ".join(m.get("workloads", [])))
+    return line
 
 
 def model_report(name: str, input_size: int | None = None) -> str:

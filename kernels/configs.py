@@ -187,8 +187,8 @@ def autotuned(key: list[str], by_size=None):
     def wrap(jit_fn):
         name = jit_fn.fn.__name__ if hasattr(jit_fn, "fn") else jit_fn.__name__
         return triton.autotune(configs=autotune_configs(LISTS[name]), key=key,
-                               prune_configs_by={"early_config_prune": pruner(name, by_size)}
-                               )(jit_fn)
+                               prune_configs_by={"early_config_prune": pruner(name, by_size)},
+                               cache_results=True)(jit_fn)
     return wrap
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import gate, traffic
-from .collect import Workload, collect
+from .collect import Workload, collect, select
 from .jit_launch import target_for
 from .variants import inspect_all
 
@@ -23,16 +23,6 @@ def _commit() -> str:
                               capture_output=True, text=True).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def select(launches, configs: str):
-    """The variants to compile: every config each launch's pruning keeps ("all"), or the first
-    one only ("first": what the GPU would compile first; enough for traffic and structure)."""
-    chosen = {}
-    for la in launches:
-        for spec in (la.variants if configs == "all" else la.variants[:1]):
-            chosen.setdefault(spec.cache_key(), spec)
-    return chosen
 
 
 def layer_rows(c, recs_by_key) -> tuple[list[dict], dict]:

@@ -4,6 +4,7 @@ backend (eager cuDNN's op sequence: conv, batch_norm, relu, cat) with its aten o
 each top-level module's fewest bytes recorded."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -48,13 +49,34 @@ class Collected:
     fewest: traffic.ModuleIO
 
 
-def collect(w: Workload, target) -> Collected:
+def record_launches(w: Workload, target, count_aten: bool = False):
+    """(launches, aten counter or None): one step of `w` on the Triton backend, every launch
+    recorded (with every autotune config its pruning keeps) for `target`."""
     dt = w.torch_dtype
     with workload.triton_on_meta():
         net = workload.build_model(w.model, w.size, dt, "triton")
         with capture.ModuleLabels(net) as lab, capture.recording(target, lab) as launches, \
-                traffic.AtenCounter(lambda: (lab.current(), lab.phase())) as ours:
+                contextlib.ExitStack() as stack:
+            ours = stack.enter_context(traffic.AtenCounter(
+                lambda: (lab.current(), lab.phase()))) if count_aten else None
             workload.step(net, w.shape, dt, w.mode, "triton")
+    return launches, ours
+
+
+def select(launches, configs: str) -> dict:
+    """The variants to compile, by cache key: every config each launch's pruning keeps
+    ("all"), or the first one only ("first": what the GPU would compile first; enough for
+    traffic and structure)."""
+    chosen = {}
+    for la in launches:
+        for spec in (la.variants if configs == "all" else la.variants[:1]):
+            chosen.setdefault(spec.cache_key(), spec)
+    return chosen
+
+
+def collect(w: Workload, target) -> Collected:
+    dt = w.torch_dtype
+    launches, ours = record_launches(w, target, count_aten=True)
     ref = workload.build_model(w.model, w.size, dt, "torch")
     fewest = traffic.ModuleIO()
     hooks = [m.register_forward_hook(fewest.hook(n, w.mode != "eval"))

@@ -2,8 +2,6 @@
 variant with everything the report's kernel table shows."""
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
 import traceback
 
@@ -11,6 +9,7 @@ from . import ir, sass
 from inception_fast.kernels.configs import TILE_KEYS, config_key
 
 from .jit_launch import Specialized, compile_specialized
+from .parallel import pool_map
 
 # Hopper (H100 / H200) per-SM and per-block limits.
 SMEM_PER_BLOCK = 227 * 1024
@@ -91,28 +90,6 @@ def inspect(spec: Specialized) -> dict:
     return rec
 
 
-_TASKS: list[Specialized] = []
-
-
-def _work(i: int) -> tuple[int, dict]:
-    return i, inspect(_TASKS[i])
-
-
 def inspect_all(specs: list[Specialized], jobs: int | None = None, progress=None) -> list[dict]:
     """inspect() of each spec, in `jobs` forked worker processes (default: all cores)."""
-    global _TASKS
-    jobs = jobs or os.cpu_count() or 1
-    _TASKS = list(specs)
-    out: list[dict | None] = [None] * len(specs)
-    if jobs == 1 or len(specs) <= 1:
-        for i in range(len(specs)):
-            out[i] = _work(i)[1]
-            if progress:
-                progress(out[i])
-        return out
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        for i, rec in pool.imap_unordered(_work, range(len(specs))):
-            out[i] = rec
-            if progress:
-                progress(rec)
-    return out
+    return pool_map(inspect, specs, jobs, progress)
