@@ -31,6 +31,7 @@ from torch import Tensor
 from ..backends import BackendUnavailableError
 from ..kernels.dtypes import check_kernel_dtype as check_dtype
 from .bn_math import eval_affine, f32_vec
+from .csrc_reference import check_no_overlap
 from .checks import conv_out_size
 from .library import absent, name, present, train_and_eval_ops
 from ..kernels.sizes import conv_out_shape
@@ -56,6 +57,26 @@ def kernels():
 def check_kernel_dtype(x: torch.Tensor, what: str) -> None:
     """The CUDA kernels take the Triton kernels' dtypes (kernels/dtypes.py, one message)."""
     check_dtype(x, f"{what}(backend='cuda')", "input", gemm=False)
+
+
+def weight_in_input_dtype(weight, x, what):
+    """The conv weight in the input's dtype. Under autocast the input is half precision and the
+    parameters stay fp32 (master weights): those are cast (a differentiable cast, so the weight
+    gradient comes back fp32, as torch's autocast conv gives it). Any other mismatch is an
+    error: the kernels take one dtype for both operands."""
+    if weight is None or weight.dtype == x.dtype:
+        return weight
+    if weight.dtype == torch.float32:
+        return weight.to(x.dtype)
+    raise TypeError(f"{what}: weight dtype {weight.dtype} must be the input dtype {x.dtype} or "
+                    f"float32")
+
+
+def check_out_not_input(out, x, what):
+    """The kernels read x while they write `out` (through __restrict__ pointers in csrc/): the
+    two must not share memory. Checked here too so that every path (CPU, cuDNN, fused) refuses
+    it alike, with csrc/bindings.cpp's message."""
+    check_no_overlap(out, x, f"{what}(backend='cuda')", "out", "the input")
 
 
 def asym_taps(weight_shape, stride, padding):
@@ -156,6 +177,7 @@ def _forward(x: Tensor, weight: Tensor, gamma: Optional[Tensor], beta: Optional[
     `save`, y is the pre-BN conv output and bn the (5, C) BN rows of bn_forward(packed=True),
     else both absent."""
     kern = kernels()
+    check_out_not_input(out, x, "conv_bn_relu")
     stride, padding = tuple(stride), tuple(padding)
     xc = x.contiguous(memory_format=CL)
     N, _, H, W = xc.shape
@@ -228,8 +250,9 @@ def conv_bn_relu_cuda_bwd(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, bn
     need_x, need_w, need_g, need_b, need_out = needs
     Co = weight.shape[0]
     off = max(out_offset, 0)
-    dy, sum_g, sum_gx = bn_relu_backward(kernels(), grad, off, y, *bn_rows(bn), training)
-    dx = dw = None
+    dx = dw = sum_g = sum_gx = None
+    if need_x or need_w or need_g or need_b:  # else y / bn were not saved (absent)
+        dy, sum_g, sum_gx = bn_relu_backward(kernels(), grad, off, y, *bn_rows(bn), training)
     if need_x or need_w:
         dx, dw, _ = torch.ops.aten.convolution_backward(
             dy, x.contiguous(memory_format=CL), weight, None, list(stride), list(padding),
@@ -260,8 +283,11 @@ class _ConvBNReLUCuda(torch.autograd.Function):
     def forward(ctx, x, weight, gamma, beta, out, running_mean, running_var, stride, padding,
                 eps, momentum, training, out_offset):
         fwd = conv_bn_relu_cuda_train_fwd if training else conv_bn_relu_cuda_eval_fwd
+        # Only `out` needing a gradient (its other slices pass through): nothing of this op's
+        # maths is differentiated, so eval keeps its one-kernel path and saves nothing.
+        save = any(ctx.needs_input_grad[:4])
         result, y, bn = fwd(x, weight, gamma, beta, running_mean, running_var, out, stride,
-                            padding, eps, momentum, training, out_offset, True)
+                            padding, eps, momentum, training, out_offset, save)
         ctx.save_for_backward(x, weight, y, bn)
         ctx.args = (stride, padding, training, out_offset if out is not None else -1)
         ctx.dtypes = (None if gamma is None else gamma.dtype, None if beta is None else beta.dtype)
@@ -287,11 +313,7 @@ def conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, 
     """relu(batch_norm(conv2d(x, weight))) with the extension's kernels; see the module doc.
     Inputs are checked by conv_bn_relu (the public entry point) before they get here."""
     check_kernel_dtype(x, "conv_bn_relu")
-    if weight.dtype == torch.float32 and x.dtype != weight.dtype:
-        weight = weight.to(x.dtype)  # fp32 master weights (autocast): differentiable cast
-    if weight.dtype != x.dtype:
-        raise TypeError(f"conv_bn_relu: weight dtype {weight.dtype} must be the input dtype "
-                        f"{x.dtype} or float32")
+    weight = weight_in_input_dtype(weight, x, "conv_bn_relu")
     args = (list(stride), list(padding), float(eps), float(momentum), bool(training), out_offset)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))

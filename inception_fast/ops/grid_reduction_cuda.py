@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .bn_math import eval_affine, f32_vec
-from .conv_bn_relu_cuda import bn_forward, bn_relu_backward, grad_slice, kernels, passthrough_grad
+from .conv_bn_relu_cuda import (bn_forward, bn_relu_backward, check_out_not_input, grad_slice,
+                                kernels, passthrough_grad)
+from .csrc_reference import check_slices_disjoint
 from .library import absent, absents, name, train_and_eval_ops
 from ..kernels.sizes import pool3x3s2_out_hw as _out_hw
 
@@ -59,6 +61,10 @@ def _forward(
     pre-BN conv output y, fp32 BN vectors mean / invstd / scale / shift, the pool argmax),
     else all absent; also absent: those of a branch that is not there."""
     kern = kernels()
+    check_out_not_input(out, x, "grid_reduction")
+    if weight is not None and pool_offset >= 0:
+        check_slices_disjoint("grid_reduction(backend='cuda')", *_slices(x, weight, conv_offset,
+                                                                         pool_offset))
     xc = x.contiguous(memory_format=CL)
     N, C, H, W = xc.shape
     OH, OW = _out_hw(H, W)
