@@ -15,9 +15,10 @@ import triton.language as tl
 
 from .conv_common import STAT_ROWS
 from .dtypes import interpreter_on
+from .last_program import arrival_counters, arrive_last
 
-# Above this many groups, merge in parallel passes first (a single pass over, say, 170k
-# groups would run on a handful of programs only).
+# Above this many groups, merge chunks of them in parallel first (one program per channel
+# block over, say, 170k groups would leave the GPU idle), in the same launch.
 _FINAL_MAX_GROUPS = 256
 _GROUPS_PER_PROG = 128
 # Parameter segments one finalize takes (the widest horizontal 1x1 group has 4 BN layers).
@@ -47,17 +48,81 @@ def _seg_store(p0, p1, p2, p3, offs, B1, B2, B3, END, c_ok, v):
 
 
 @triton.jit
-def _bn_combine_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group,
-                       osum_ptr, om2_ptr,
-                       ga0, ga1, ga2, ga3, be0, be1, be2, be3,
-                       rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END,
-                       mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
-                       GROUPS_PER_PROG, FINAL: tl.constexpr, HAS_AFFINE: tl.constexpr,
-                       HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Merges GROUPS_PER_PROG consecutive groups per program (grid: channel blocks x chunks).
-    Not FINAL: writes the chunk's (sum, M2) as one group of the next pass. FINAL (one chunk):
-    mean, invstd = 1/sqrt(var + eps), a = gamma*invstd, c = beta - mean*a, and the running
-    stats update as torch: r = (1 - momentum)*r + momentum*stat, var unbiased (x `unbias`).
+def _merge_groups(psum_ptr, pm2_ptr, g_start, g_end, C, count, rows_per_group, offs_c, c_ok,
+                  CACHE: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr):
+    """(rows, sum, M2) per channel of groups [g_start, g_end) of `rows_per_group` rows each
+    (the last group of all may be short), merged in a fixed order by Chan's formula."""
+    rows = tl.minimum(count - g_start * rows_per_group,
+                      (g_end - g_start) * rows_per_group).to(tl.float32)
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for g0 in range(g_start, g_end, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        mask = (g < g_end)[:, None] & c_ok[None, :]
+        s = tl.load(psum_ptr + g[:, None].to(tl.int64) * C + offs_c[None, :], mask=mask,
+                    other=0.0, cache_modifier=CACHE)
+        total += tl.sum(s, axis=0)
+    mean = total / rows
+    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for g0 in range(g_start, g_end, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        g_ok = g < g_end
+        mask = g_ok[:, None] & c_ok[None, :]
+        off = g[:, None].to(tl.int64) * C + offs_c[None, :]
+        s = tl.load(psum_ptr + off, mask=mask, other=0.0, cache_modifier=CACHE)
+        q = tl.load(pm2_ptr + off, mask=mask, other=0.0, cache_modifier=CACHE)
+        n_g = tl.minimum(count - g * rows_per_group, rows_per_group).to(tl.float32)
+        n_g = tl.where(g_ok, tl.maximum(n_g, 1.0), 1.0)
+        d = s / n_g[:, None] - mean[None, :]
+        m2 += tl.sum(tl.where(mask, q + n_g[:, None] * d * d, 0.0), axis=0)
+    return rows, total, m2
+
+
+@triton.jit
+def _bn_statistics(rows, total, m2, offs_c, c_ok,
+                   ga0, ga1, ga2, ga3, be0, be1, be2, be3, rm0, rm1, rm2, rm3,
+                   rv0, rv1, rv2, rv3, B1, B2, B3, END,
+                   mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
+                   HAS_AFFINE: tl.constexpr, HAS_RUNNING: tl.constexpr, BLOCK_C: tl.constexpr):
+    """From the merged (rows, sum, M2): mean, invstd = 1/sqrt(var + eps), a = gamma*invstd,
+    c = beta - mean*a, and the running stats update as torch: r = (1 - momentum)*r +
+    momentum*stat, var unbiased (x `unbias`)."""
+    mean = total / rows
+    var = m2 / rows
+    invstd = 1.0 / tl.sqrt(var + eps)
+    if HAS_AFFINE:
+        gamma = _seg_load(ga0, ga1, ga2, ga3, offs_c, B1, B2, B3, END, c_ok, 1.0)
+        beta = _seg_load(be0, be1, be2, be3, offs_c, B1, B2, B3, END, c_ok, 0.0)
+    else:
+        gamma = tl.full((BLOCK_C,), 1.0, tl.float32)
+        beta = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    a = gamma * invstd
+    tl.store(mean_ptr + offs_c, mean, mask=c_ok)
+    tl.store(invstd_ptr + offs_c, invstd, mask=c_ok)
+    tl.store(a_ptr + offs_c, a, mask=c_ok)
+    tl.store(c_ptr + offs_c, beta - mean * a, mask=c_ok)
+    if HAS_RUNNING:
+        rm = _seg_load(rm0, rm1, rm2, rm3, offs_c, B1, B2, B3, END, c_ok, 0.0)
+        rv = _seg_load(rv0, rv1, rv2, rv3, offs_c, B1, B2, B3, END, c_ok, 0.0)
+        rm = (1.0 - momentum) * rm + momentum * mean
+        rv = (1.0 - momentum) * rv + momentum * (var * unbias)
+        _seg_store(rm0, rm1, rm2, rm3, offs_c, B1, B2, B3, END, c_ok, rm)
+        _seg_store(rv0, rv1, rv2, rv3, offs_c, B1, B2, B3, END, c_ok, rv)
+
+
+@triton.jit
+def _bn_finalize_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group, GROUPS_PER_PROG,
+                        csum_ptr, cm2_ptr, counter_ptr,
+                        ga0, ga1, ga2, ga3, be0, be1, be2, be3,
+                        rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END,
+                        mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
+                        CHUNKED: tl.constexpr, HAS_AFFINE: tl.constexpr,
+                        HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr,
+                        BLOCK_C: tl.constexpr):
+    """BN statistics in one launch (grid: channel blocks x chunks). Not CHUNKED (one chunk):
+    the program merges every group and finalizes. CHUNKED: each program merges its
+    GROUPS_PER_PROG groups into one (sum, M2) row of csum / cm2; the last program of each
+    channel block to finish (kernels/last_program.py) merges those rows in order and
+    finalizes, so a 170k-group layer needs no second launch.
     The BN parameters come in up to 4 segments of channels (ga0/be0/rm0/rv0 for [0, B1), ...,
     up to END; gamma 1, beta 0 and no running stats past it): the BN layers of a horizontal
     1x1 group, finalized in one launch, each reading and updating its own tensors."""
@@ -67,52 +132,25 @@ def _bn_combine_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group,
     c_ok = offs_c < C
     g_start = chunk * GROUPS_PER_PROG
     g_end = tl.minimum(g_start + GROUPS_PER_PROG, G)
-    chunk_rows = tl.minimum(count - g_start * rows_per_group,
-                            GROUPS_PER_PROG * rows_per_group).to(tl.float32)
-    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for g0 in range(g_start, g_end, BLOCK_G):
-        g = g0 + tl.arange(0, BLOCK_G)
-        mask = (g < g_end)[:, None] & c_ok[None, :]
-        s = tl.load(psum_ptr + g[:, None].to(tl.int64) * C + offs_c[None, :], mask=mask, other=0.0)
-        total += tl.sum(s, axis=0)
-    mean = total / chunk_rows
-    m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for g0 in range(g_start, g_end, BLOCK_G):
-        g = g0 + tl.arange(0, BLOCK_G)
-        g_ok = g < g_end
-        mask = g_ok[:, None] & c_ok[None, :]
-        off = g[:, None].to(tl.int64) * C + offs_c[None, :]
-        s = tl.load(psum_ptr + off, mask=mask, other=0.0)
-        q = tl.load(pm2_ptr + off, mask=mask, other=0.0)
-        n_g = tl.minimum(count - g * rows_per_group, rows_per_group).to(tl.float32)
-        n_g = tl.where(g_ok, tl.maximum(n_g, 1.0), 1.0)
-        d = s / n_g[:, None] - mean[None, :]
-        m2 += tl.sum(tl.where(mask, q + n_g[:, None] * d * d, 0.0), axis=0)
-    if FINAL:
-        var = m2 / chunk_rows
-        invstd = 1.0 / tl.sqrt(var + eps)
-        if HAS_AFFINE:
-            gamma = _seg_load(ga0, ga1, ga2, ga3, offs_c, B1, B2, B3, END, c_ok, 1.0)
-            beta = _seg_load(be0, be1, be2, be3, offs_c, B1, B2, B3, END, c_ok, 0.0)
-        else:
-            gamma = tl.full((BLOCK_C,), 1.0, tl.float32)
-            beta = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        a = gamma * invstd
-        tl.store(mean_ptr + offs_c, mean, mask=c_ok)
-        tl.store(invstd_ptr + offs_c, invstd, mask=c_ok)
-        tl.store(a_ptr + offs_c, a, mask=c_ok)
-        tl.store(c_ptr + offs_c, beta - mean * a, mask=c_ok)
-        if HAS_RUNNING:
-            rm = _seg_load(rm0, rm1, rm2, rm3, offs_c, B1, B2, B3, END, c_ok, 0.0)
-            rv = _seg_load(rv0, rv1, rv2, rv3, offs_c, B1, B2, B3, END, c_ok, 0.0)
-            rm = (1.0 - momentum) * rm + momentum * mean
-            rv = (1.0 - momentum) * rv + momentum * (var * unbias)
-            _seg_store(rm0, rm1, rm2, rm3, offs_c, B1, B2, B3, END, c_ok, rm)
-            _seg_store(rv0, rv1, rv2, rv3, offs_c, B1, B2, B3, END, c_ok, rv)
+    rows, total, m2 = _merge_groups(psum_ptr, pm2_ptr, g_start, g_end, C, count,
+                                    rows_per_group, offs_c, c_ok, "", BLOCK_G, BLOCK_C)
+    if CHUNKED:
+        chunks = tl.num_programs(1)
+        tl.store(csum_ptr + chunk * C + offs_c, total, mask=c_ok)
+        tl.store(cm2_ptr + chunk * C + offs_c, m2, mask=c_ok)
+        if arrive_last(counter_ptr + pid_c, chunks):
+            rows, total, m2 = _merge_groups(csum_ptr, cm2_ptr, 0, chunks, C, count,
+                                            rows_per_group * GROUPS_PER_PROG, offs_c, c_ok,
+                                            ".cg", BLOCK_G, BLOCK_C)
+            _bn_statistics(rows, total, m2, offs_c, c_ok, ga0, ga1, ga2, ga3, be0, be1, be2,
+                           be3, rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END,
+                           mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
+                           HAS_AFFINE, HAS_RUNNING, BLOCK_C)
     else:
-        out_off = chunk * C + offs_c
-        tl.store(osum_ptr + out_off, total, mask=c_ok)
-        tl.store(om2_ptr + out_off, m2, mask=c_ok)
+        _bn_statistics(rows, total, m2, offs_c, c_ok, ga0, ga1, ga2, ga3, be0, be1, be2, be3,
+                       rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END, mean_ptr,
+                       invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias, HAS_AFFINE,
+                       HAS_RUNNING, BLOCK_C)
 
 
 def _segments(name, t, c, dev):
@@ -183,21 +221,23 @@ def bn_finalize(psum: torch.Tensor, pm2: torch.Tensor, count: int, *, eps: float
     mean, invstd, a, cc = (torch.empty(c, device=dev, dtype=torch.float32) for _ in range(4))
     block_c = min(triton.next_power_of_2(max(c, 1)), 128 if interpreter_on() else 32)
     block_g = 64 if interpreter_on() else 32
-    while groups > _FINAL_MAX_GROUPS:  # parallel merge passes
-        chunks = triton.cdiv(groups, _GROUPS_PER_PROG)
-        osum = torch.empty((chunks, c), device=dev, dtype=torch.float32)
-        om2 = torch.empty((chunks, c), device=dev, dtype=torch.float32)
-        _bn_combine_kernel[(triton.cdiv(c, block_c), chunks)](
-            psum, pm2, groups, c, count, rows_per_group, osum, om2, *[psum] * 16, c, c, c, c,
-            mean, invstd, a, cc, 0.0, 0.0, 1.0, _GROUPS_PER_PROG,
-            FINAL=False, HAS_AFFINE=False, HAS_RUNNING=False, BLOCK_G=block_g, BLOCK_C=block_c)
-        psum, pm2, groups = osum, om2, chunks
-        rows_per_group *= _GROUPS_PER_PROG
-    _bn_combine_kernel[(triton.cdiv(c, block_c), 1)](
-        psum, pm2, groups, c, count, rows_per_group, psum, pm2,
+    c_blocks = triton.cdiv(c, block_c)
+    # Few groups: one program per channel block merges them all. Many (a 147x147 layer at
+    # batch 256 has 170k): chunks merged in parallel, the last program merges the chunks.
+    chunked = groups > _FINAL_MAX_GROUPS
+    per_prog = _GROUPS_PER_PROG if chunked else groups
+    chunks = triton.cdiv(groups, per_prog)
+    if chunked:
+        csum = torch.empty((chunks, c), device=dev, dtype=torch.float32)
+        cm2 = torch.empty((chunks, c), device=dev, dtype=torch.float32)
+        counters = arrival_counters(dev, c_blocks)
+    else:
+        csum = cm2 = counters = psum  # unused (dead code when not CHUNKED)
+    _bn_finalize_kernel[(c_blocks, chunks)](
+        psum, pm2, groups, c, count, rows_per_group, per_prog, csum, cm2, counters,
         *ptrs("gamma"), *ptrs("beta"), *ptrs("running_mean"), *ptrs("running_var"),
         *bounds, end, mean, invstd, a, cc, float(eps), float(momentum), count / (count - 1),
-        groups, FINAL=True, HAS_AFFINE="gamma" in given, HAS_RUNNING="running_mean" in given,
+        CHUNKED=chunked, HAS_AFFINE="gamma" in given, HAS_RUNNING="running_mean" in given,
         BLOCK_G=block_g, BLOCK_C=block_c)
     return mean, invstd, a, cc
 

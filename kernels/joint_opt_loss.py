@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .sizes import row_align
+
 MAX_BLOCK_K = 1024
 TILE = 4096  # elements per [BLOCK_B, BLOCK_K] tile
 MAX_BLOCK_B = 16
@@ -32,7 +34,8 @@ MAX_BLOCK_B = 16
 
 @triton.jit
 def _jo_stats_kernel(x_ptr, x_stride, s_ptr, s_stride, max_ptr, loge_ptr, ent_ptr, lc_ptr,
-                     part_ptr, B, K, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr):
+                     part_ptr, B, K: tl.constexpr, BLOCK_B: tl.constexpr,
+                     BLOCK_K: tl.constexpr, ALIGN: tl.constexpr):
     """Rows [pid*BLOCK_B, +BLOCK_B): row max m and log sum e^(z-m) (lse = their sum), entropy,
     KL(s||p) per row; per-class sums of p over these rows into part_ptr[pid, :]."""
     pid = tl.program_id(0)
@@ -40,8 +43,9 @@ def _jo_stats_kernel(x_ptr, x_stride, s_ptr, s_stride, max_ptr, loge_ptr, ent_pt
     rmask = rows < B
     rows = tl.minimum(rows, B - 1).to(tl.int64)  # rows past B re-read row B-1; never stored
     offs = tl.arange(0, BLOCK_K)
-    x_rows = x_ptr + rows[:, None] * x_stride
-    s_rows = s_ptr + rows[:, None] * s_stride
+    # K constexpr and ALIGN-aligned rows (sizes.row_align): 16-byte loads for 1000 classes.
+    x_rows = x_ptr + tl.multiple_of(rows[:, None] * x_stride, [ALIGN, 1])
+    s_rows = s_ptr + tl.multiple_of(rows[:, None] * s_stride, [ALIGN, 1])
     m = tl.full([BLOCK_B], -float("inf"), tl.float32)
     e_sum = tl.zeros([BLOCK_B], tl.float32)  # sum e^(z-m)
     ez_sum = tl.zeros([BLOCK_B], tl.float32)  # sum e^(z-m) (z-m)
@@ -83,8 +87,8 @@ def _jo_stats_kernel(x_ptr, x_stride, s_ptr, s_stride, max_ptr, loge_ptr, ent_pt
 
 @triton.jit
 def _jo_grad_kernel(x_ptr, x_stride, s_ptr, s_stride, max_ptr, loge_ptr, ent_ptr, r_ptr, g_ptr,
-                    g_stride, B, K, alpha, beta, scale,
-                    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr):
+                    g_stride, B, K: tl.constexpr, alpha, beta, scale,
+                    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, ALIGN: tl.constexpr):
     """Rows [pid*BLOCK_B, +BLOCK_B): c_i = sum_k r_k p_ik, then
     g_ij = scale * (S_i p_ij - s_ij - alpha p_ij (r_j - c_i) - beta p_ij (log p_ij + H_i))."""
     pid = tl.program_id(0)
@@ -92,8 +96,9 @@ def _jo_grad_kernel(x_ptr, x_stride, s_ptr, s_stride, max_ptr, loge_ptr, ent_ptr
     rmask = out < B
     rows = tl.minimum(out, B - 1).to(tl.int64)
     offs = tl.arange(0, BLOCK_K)
-    x_rows = x_ptr + rows[:, None] * x_stride
-    s_rows = s_ptr + rows[:, None] * s_stride
+    # K constexpr and ALIGN-aligned rows (sizes.row_align): 16-byte loads for 1000 classes.
+    x_rows = x_ptr + tl.multiple_of(rows[:, None] * x_stride, [ALIGN, 1])
+    s_rows = s_ptr + tl.multiple_of(rows[:, None] * s_stride, [ALIGN, 1])
     m = tl.load(max_ptr + rows)
     log_e = tl.load(loge_ptr + rows)
     ent = tl.load(ent_ptr + rows)
@@ -108,7 +113,7 @@ def _jo_grad_kernel(x_ptr, x_stride, s_ptr, s_stride, max_ptr, loge_ptr, ent_ptr
         p = tl.exp((z - m[:, None]) - log_e[:, None])  # masked lanes: e^-inf = 0, r = 0
         c += tl.sum(p * r[None, :], axis=1)
         s_sum += tl.sum(s, axis=1)
-    g_rows = g_ptr + rows[:, None] * g_stride
+    g_rows = g_ptr + tl.multiple_of(rows[:, None] * g_stride, [ALIGN, 1])
     for k0 in range(0, K, BLOCK_K):
         k = k0 + offs
         cmask = k < K
@@ -147,9 +152,10 @@ def joint_opt_loss(logits: torch.Tensor, soft: torch.Tensor, prior: torch.Tensor
     log_e, ent, lc = torch.empty_like(mx), torch.empty_like(mx), torch.empty_like(mx)
     part = torch.empty((n_prog, k), dtype=torch.float32, device=dev)
     num_warps = 4
+    align = row_align(logits.stride(0), soft.stride(0), k)
     _jo_stats_kernel[(n_prog,)](logits, logits.stride(0), soft, soft.stride(0), mx, log_e, ent,
                                 lc, part, b, k, BLOCK_B=block_b, BLOCK_K=block_k,
-                                num_warps=num_warps)
+                                ALIGN=align, num_warps=num_warps)
     pbar = part.sum(0) / b
     prior = prior.float()
     l_p = (torch.xlogy(prior, prior) - prior * pbar.log()).sum()
@@ -161,5 +167,5 @@ def joint_opt_loss(logits: torch.Tensor, soft: torch.Tensor, prior: torch.Tensor
     grad = torch.empty((b, k), dtype=logits.dtype, device=dev)
     _jo_grad_kernel[(n_prog,)](logits, logits.stride(0), soft, soft.stride(0), mx, log_e, ent, r,
                                grad, k, b, k, float(alpha), float(beta), 1.0 / b, BLOCK_B=block_b,
-                               BLOCK_K=block_k, num_warps=num_warps)
+                               BLOCK_K=block_k, ALIGN=align, num_warps=num_warps)
     return l_c, l_p, l_e, grad

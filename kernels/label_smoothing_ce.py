@@ -15,15 +15,20 @@ import torch
 import triton
 import triton.language as tl
 
+from .sizes import row_align
+
 MAX_BLOCK = 4096  # classes per chunk: one chunk for ImageNet's 1000, bounded registers beyond
 
 
 @triton.jit
-def _ls_ce_kernel(x_ptr, x_row_stride, t_ptr, loss_ptr, g_ptr, g_row_stride, K, eps, g_scale,
-                  COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
-    """One row: per-row loss into loss_ptr[row]; if COMPUTE_GRAD, g_scale * dloss/dz into g_ptr."""
+def _ls_ce_kernel(x_ptr, x_row_stride, t_ptr, loss_ptr, g_ptr, g_row_stride, K: tl.constexpr,
+                  eps, g_scale, COMPUTE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
+                  ALIGN: tl.constexpr):
+    """One row: per-row loss into loss_ptr[row]; if COMPUTE_GRAD, g_scale * dloss/dz into g_ptr.
+    K constexpr and rows ALIGN-element aligned (sizes.row_align): Triton then knows that
+    masks and rows come in aligned runs of 8 and loads 16 bytes at a time (1000 classes)."""
     row = tl.program_id(0).to(tl.int64)  # int64: B * K may pass 2**31
-    x_row = x_ptr + row * x_row_stride
+    x_row = x_ptr + tl.multiple_of(row * x_row_stride, ALIGN)
     offs = tl.arange(0, BLOCK)
     m = -float("inf")
     s = 0.0
@@ -42,7 +47,7 @@ def _ls_ce_kernel(x_ptr, x_row_stride, t_ptr, loss_ptr, g_ptr, g_row_stride, K, 
     loss = log_s + (1.0 - eps) * (m - z_t) + eps * (m - zsum / K)
     tl.store(loss_ptr + row, loss)
     if COMPUTE_GRAD:
-        g_row = g_ptr + row * g_row_stride
+        g_row = g_ptr + tl.multiple_of(row * g_row_stride, ALIGN)
         for k0 in range(0, K, BLOCK):
             k = k0 + offs
             mask = k < K
@@ -67,5 +72,5 @@ def label_smoothing_ce(logits: torch.Tensor, target: torch.Tensor, eps: float,
     num_warps = 4 if block <= 1024 else 8
     _ls_ce_kernel[(b,)](logits, logits.stride(0), target, loss, grad, k if compute_grad else 0,
                         k, float(eps), 1.0 / b, COMPUTE_GRAD=compute_grad, BLOCK=block,
-                        num_warps=num_warps)
+                        ALIGN=row_align(logits.stride(0), k), num_warps=num_warps)
     return loss, (grad if compute_grad else None)

@@ -17,3 +17,14 @@ def conv_out_shape(x_shape, w_shape, stride, padding) -> tuple[int, int, int, in
 def pool3x3s2_out_hw(h: int, w: int) -> tuple[int, int]:
     """(OH, OW) of the unpadded 3x3 / stride-2 window of the grid reductions."""
     return conv_out_size(h, 3, 2), conv_out_size(w, 3, 2)
+
+
+def row_align(*strides: int, cap: int = 16) -> int:
+    """The largest power of two (at most `cap`) that divides every row stride: passed to a
+    kernel as a tl.multiple_of hint on its row offsets. Triton only marks ints divisible by 16
+    on its own, so rows of 1000 classes would otherwise load 2 bytes at a time."""
+    a = cap
+    for s in strides:
+        while a > 1 and s % a:
+            a //= 2
+    return a

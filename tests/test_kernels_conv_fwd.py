@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from inception_fast.backends import why_unavailable
+from inception_fast.kernels import bn_train as bn_train_module
 from inception_fast.kernels import conv_common
 from inception_fast.kernels import conv2d_fwd as conv2d_fwd_module
 from inception_fast.kernels.bn_train import bn_finalize, bn_relu_apply
@@ -123,9 +124,11 @@ def test_flat_k_loop_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, s, p
 
 
 @pytest.mark.parametrize("count,c,offset", [(150, 5, 0.0), (11000, 3, 50.0), (40000, 2, 0.0)])
-def test_bn_finalize(count, c, offset):
-    """Partials from the conv epilogue -> mean, invstd, a, c and running stats as torch. The
-    large counts (over 256 groups) take the extra parallel merge passes."""
+def test_bn_finalize(count, c, offset, monkeypatch):
+    """Partials from the conv epilogue -> mean, invstd, a, c and running stats as torch, in one
+    launch. The large counts (over 256 groups) merge chunks in parallel and the last program
+    of each channel block merges the chunks; a second call (arrival counters reset by the
+    last program) gives the same statistics."""
     torch.manual_seed(2)
     x = torch.randn(1, 4, 1, count, device=DEV) + offset  # one row per output pixel
     wt = torch.randn(c, 4, 1, 1, device=DEV)
@@ -134,8 +137,16 @@ def test_bn_finalize(count, c, offset):
     gamma, beta = torch.rand(c, device=DEV) + 0.5, torch.randn(c, device=DEV)
     rm, rv = torch.randn(c, device=DEV), torch.rand(c, device=DEV) + 0.5
     rm0, rv0 = rm.clone(), rv.clone()
+    grids = []
+    kern = bn_train_module._bn_finalize_kernel
+    monkeypatch.setattr(bn_train_module, "_bn_finalize_kernel", type(
+        "Counted", (), {"__getitem__": lambda self, g: (grids.append(g), kern[g])[1]})())
     mean, invstd, a, cc = bn_finalize(psum, pm2, count, eps=1e-3, momentum=0.1, gamma=gamma,
                                       beta=beta, running_mean=rm, running_var=rv)
+    groups = psum.shape[0]
+    assert len(grids) == 1 and grids[0][1] == (-(-groups // 128) if groups > 256 else 1)
+    again = bn_finalize(psum, pm2, count, eps=1e-3, momentum=0.1)
+    assert torch.equal(again[0], mean) and torch.equal(again[1], invstd)
     m64, v64 = y64.mean(0), y64.var(0, unbiased=False)
     assert rel_err(mean, m64) < 1e-5
     assert rel_err(invstd, (v64 + 1e-3).rsqrt()) < 1e-4

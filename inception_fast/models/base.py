@@ -9,6 +9,7 @@ from torch import nn
 
 from .. import backends
 from ..nn import ConvBNReLU
+from ..nn.pool import MaxPool3x3s2
 from .shapes import check_input_size, grid_sizes
 
 # The same namedtuple shape as torchvision's (not imported: torchvision is optional at runtime).
@@ -51,7 +52,7 @@ class InceptionBase(nn.Module):
         """Switch every fused module to `backend` (checked here, resolved per call)."""
         backends.check(backend)
         for m in self.modules():
-            if isinstance(m, ConvBNReLU):
+            if isinstance(m, (ConvBNReLU, MaxPool3x3s2)):
                 m.backend = backend
         return self
 

@@ -17,6 +17,7 @@ from torch import nn
 from .. import backends
 from ..nn import (ConvBNReLU, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD,
                   InceptionE)
+from ..nn.pool import GlobalAvgPool, MaxPool3x3s2
 from .base import InceptionBase, stem_variant
 
 
@@ -36,10 +37,10 @@ class Inception3(InceptionBase):
         self.Conv2d_1a_3x3 = conv(3, 32, kernel_size=3, stride=stride1a)
         self.Conv2d_2a_3x3 = conv(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = conv(32, 64, kernel_size=3, padding=1)
-        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2) if has_maxpool1 else nn.Identity()
+        self.maxpool1 = MaxPool3x3s2(backend) if has_maxpool1 else nn.Identity()
         self.Conv2d_3b_1x1 = conv(64, 80, kernel_size=1)
         self.Conv2d_4a_3x3 = conv(80, 192, kernel_size=3)
-        self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.maxpool2 = MaxPool3x3s2(backend)
         self.Mixed_5b = InceptionA(192, pool_features=32, backend=backend)
         self.Mixed_5c = InceptionA(256, pool_features=64, backend=backend)
         self.Mixed_5d = InceptionA(288, pool_features=64, backend=backend)
@@ -52,7 +53,7 @@ class Inception3(InceptionBase):
         self.Mixed_7a = InceptionD(768, backend=backend)
         self.Mixed_7b = InceptionE(1280, backend=backend)
         self.Mixed_7c = InceptionE(2048, backend=backend)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.avgpool = GlobalAvgPool()
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(2048, num_classes)
         if init_weights:

@@ -25,6 +25,7 @@ from torch import nn
 from .. import backends
 from ..nn import ConvBNReLU, InceptionE
 from ..nn.paper_blocks import InceptionAuxBN, InceptionFig5, InceptionFig6, InceptionReduction
+from ..nn.pool import GlobalAvgPool, MaxPool3x3s2
 from .base import InceptionBase, stem_variant
 
 FIG6_WIDTHS = (128, 160, 160, 192, 192)  # inner widths of Mixed_6b..Mixed_6f
@@ -44,7 +45,7 @@ class InceptionV3Paper(InceptionBase):
         self.Conv2d_1a_3x3 = conv(3, 32, kernel_size=3, stride=stride1a)
         self.Conv2d_2a_3x3 = conv(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = conv(32, 64, kernel_size=3, padding=1)
-        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2) if has_maxpool1 else nn.Identity()
+        self.maxpool1 = MaxPool3x3s2(backend) if has_maxpool1 else nn.Identity()
         self.Conv2d_3b_3x3 = conv(64, 80, kernel_size=3)
         self.Conv2d_4a_3x3 = conv(80, 192, kernel_size=3, stride=2)
         self.Conv2d_4b_3x3 = conv(192, 288, kernel_size=3, padding=1)
@@ -59,7 +60,7 @@ class InceptionV3Paper(InceptionBase):
         self.Mixed_7a = InceptionReduction(768, 192, 320, 128, 192, backend=backend)
         self.Mixed_7b = InceptionE(1280, backend=backend)
         self.Mixed_7c = InceptionE(2048, backend=backend)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.avgpool = GlobalAvgPool()
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(2048, num_classes)
         if init_weights:

@@ -31,7 +31,7 @@ from ..ops.conv1x1_multi import Unit1x1, conv1x1_multi
 from ..ops.conv_bn_relu import conv_bn_relu
 from ..ops.grid_reduction import grid_reduction
 from ..ops.max_pool_slice import max_pool3x3s2_into
-from .conv_bn_relu import ConvBNReLU, dispatch_key, timing_runner
+from .conv_bn_relu import ConvBNReLU, count_batches, dispatch_key, timing_runner
 
 CL = torch.channels_last
 
@@ -118,6 +118,7 @@ class InceptionBlock(nn.Module):
             return self._forward_reference(x)
         # Under autocast the block input is cast once, so every slice of the one output has
         # its dtype. Every kernel call below is a registered op: torch.compile traces it all.
+        count_batches(m for m in self.children() if isinstance(m, ConvBNReLU))
         return self._forward_fused(autocast_input(x), b)
 
 
