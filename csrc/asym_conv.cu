@@ -8,12 +8,11 @@
 //     out[q, co] = sum_t sum_ci smem[q + t, ci] * w[t, ci, co]
 // i.e. every tap is the same smem tile shifted by t rows: one global read of each input pixel
 // feeds all `taps` taps, the halo is the baked-in zero padding, and rows q with v >= Lo are
-// computed but not stored. fp16 / bf16 use tensor cores (wmma 16x16x16, fp32 accumulate);
-// fp32 runs on CUDA cores. The epilogue optionally folds eval BN + ReLU, or accumulates the
-// training BN statistics of the raw output while it is in registers.
+// computed but not stored. fp16 / bf16 use tensor cores (ldmatrix + mma.sync m16n8k16, fp32
+// accumulate); fp32 runs on CUDA cores. The epilogue optionally folds eval BN + ReLU, or keeps
+// the training BN statistics of the raw output while it is in registers (per-block partials,
+// summed in a fixed order afterwards: deterministic).
 // Reference: torch.nn.functional.conv2d (inception_fast/ops/csrc_reference.py: asym_conv).
-#include <mma.h>
-
 #include "conv_tiles.cuh"
 
 namespace ifast {
@@ -89,26 +88,40 @@ __device__ __forceinline__ int64_t virtual_row_pixel(const AsymGeom& g, int line
   return g.out_base(line) + (int64_t)v * g.step();
 }
 
-/// Tensor-core path (fp16 / bf16). 4 warps; warp w owns output channels [16w, 16w + 16) of the
-/// block's 64 and all 8 row tiles of 16 virtual rows.
+/// Tensor-core path (fp16 / bf16): ldmatrix + mma.sync m16n8k16, fp32 accumulate.
+/// 4 warps as 2 x 2: warp (wm, wn) owns virtual rows [64 wm, 64 wm + 64) x output channels
+/// [32 wn, 32 wn + 32) of the block's 128 x 64 tile (4 x 4 m16n8 fragments, 64 fp32 registers).
+/// Per 32-channel chunk the block reads the A tile once (136 padded rows x 32 ch = 8.7 KB bf16)
+/// and one 32 x 64 weight tile per tap (4 KB; from L2: every block reads the same weights), and
+/// computes 2 * 128 * 64 * 32 * taps FLOP (3.7 MFLOP for 7 taps): ~100 FLOP per byte staged, so
+/// the ceiling aimed at is the mma.sync rate, not bandwidth; each k16 step issues 4 LDSM (A) +
+/// 2 LDSM.T (B) per 16 HMMA. Shared rows of 80 B (A) and 144 B (B) put the 8 rows of every
+/// ldmatrix phase in distinct banks (conflict-free). At 17x17 with 7 taps 66% of the virtual
+/// rows are real outputs (5 padded lines of 23 per 128 rows, 17 of each 23 stored).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-asym_conv_wmma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom g, Epilogue ep) {
-  using namespace nvcuda;
-  constexpr int LDA = kBK + 16;  // 96-byte rows: every row start is 32-byte aligned for wmma
-  constexpr int LDB = kNT + 16;  // 160-byte rows
-  __shared__ __align__(32) T As[kARows][LDA];
-  __shared__ __align__(32) T Bs[kBK][LDB];
-  __shared__ __align__(32) float St[kThreads / 32][16 * 16];
+asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom g, Epilogue ep,
+                     bool pair_ok) {
+  constexpr int LDA = kBK + 8;  // 80-byte rows: ldmatrix rows 16-byte aligned, banks distinct
+  constexpr int LDB = kNT + 8;  // 144-byte rows
+  constexpr int MI = 4, NI = 4;  // the warp tile: 64 rows x 32 channels
+  __shared__ __align__(16) T As[kARows][LDA];
+  __shared__ __align__(16) T Bs[kBK][LDB];
+  __shared__ float red[2][2][kNT];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / 2, wn = warp % 2;
   const int line0 = blockIdx.x * g.lb;
   const int co0 = blockIdx.y * kNT;
   const bool vec_x = g.vec_x, vec_w = g.vec_w;
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMT / 16];
+  float acc[MI][NI][4];
 #pragma unroll
-  for (int i = 0; i < kMT / 16; ++i) wmma::fill_fragment(acc[i], 0.f);
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
   for (int ci0 = 0; ci0 < g.Ci; ci0 += kBK) {
     __syncthreads();  // previous chunk's tiles are no longer read
@@ -117,42 +130,26 @@ asym_conv_wmma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom
       load_weights<T, LDB>(Bs, w, t, ci0, co0, g.Ci, g.Co, vec_w);
       __syncthreads();
 #pragma unroll
-      for (int kk = 0; kk < kBK; kk += 16) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-        wmma::load_matrix_sync(b, &Bs[kk][warp * 16], LDB);
-#pragma unroll
-        for (int i = 0; i < kMT / 16; ++i) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-          wmma::load_matrix_sync(a, &As[i * 16 + t][kk], LDA);  // the tap = a row shift
-          wmma::mma_sync(acc[i], a, b, acc[i]);
-        }
-      }
+      for (int kk = 0; kk < kBK; kk += 16)  // the tap = a shift of t rows of the A tile
+        warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As, 64 * wm + t, Bs, 32 * wn, kk, lane);
       __syncthreads();  // Bs is reloaded for the next tap
     }
   }
 
-  // Epilogue: one 16x16 accumulator tile at a time through this warp's staging buffer.
-  // Lane -> channel lane % 16, rows 8 * (lane / 16) .. + 8.
-  const int c = lane % 16, rh = lane / 16;
-  const int co = co0 + warp * 16 + c;
-  float s = 0.f, ss = 0.f;
+  // Epilogue straight from the fragments (rows g and g + 8 of each m16 tile).
+  int64_t pix[MI][2];
 #pragma unroll
-  for (int i = 0; i < kMT / 16; ++i) {
-    wmma::store_matrix_sync(St[warp], acc[i], 16, wmma::mem_row_major);
-    __syncwarp();
-    if (co < g.Co) {
-      for (int rr = 0; rr < 8; ++rr) {
-        const int row = rh * 8 + rr;
-        const int64_t pixel = virtual_row_pixel(g, line0, i * 16 + row);
-        if (pixel >= 0) epilogue_store<T>(ep, pixel, co, St[warp][row * 16 + c], s, ss);
-      }
-    }
-    __syncwarp();
-  }
-  epilogue_stats_16(ep, lane, co, g.Co, s, ss);
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      pix[i][h] = virtual_row_pixel(g, line0, 64 * wm + 16 * i + lane / 4 + 8 * h);
+  float s[NI][2] = {}, ss[NI][2] = {};
+  epilogue_fragments<T, MI, NI>(ep, acc, pix, co0 + 32 * wn, g.Co, pair_ok, lane, s, ss);
+  if (ep.part) stats_partials<NI, 2, kNT>(ep, s, ss, lane, wm, 32 * wn, co0, g.Co, red);
 }
 
-/// fp32 path on CUDA cores, same tiling. Thread (ty = tid / 16, tx = tid % 16) computes rows
+/// fp32 path on CUDA cores, same block tile (full-precision fp32 has no tensor-core path).
+/// Thread (ty = tid / 16, tx = tid % 16) computes rows
 /// ty + 8 i (i < 16) x channels 4 tx .. 4 tx + 3.
 __global__ void __launch_bounds__(kThreads)
 asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, AsymGeom g,
@@ -207,22 +204,42 @@ asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, A
       if (co < g.Co) epilogue_store<float>(ep, pixel, co, acc[i][j], s[j], ss[j]);
     }
   }
-  if (ep.sum) {
-    // Lanes tx and tx + 16 of a warp share channels; one fp64 atomic per warp and channel.
+  if (ep.part) {
+    // Fixed order: lanes tx and tx + 16 of a warp share channels, then the 4 warps in order.
+    __shared__ float red[kThreads / 32][2][kNT];
+    const int warp = threadIdx.x / 32;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       s[j] += __shfl_xor_sync(0xffffffffu, s[j], 16);
       ss[j] += __shfl_xor_sync(0xffffffffu, ss[j], 16);
-      const int co = co0 + tx * 4 + j;
-      if ((threadIdx.x % 32) < 16 && co < g.Co) {
-        atomicAdd(ep.sum + co, (double)s[j]);
-        atomicAdd(ep.sumsq + co, (double)ss[j]);
+      if ((threadIdx.x % 32) < 16) {
+        red[warp][0][tx * 4 + j] = s[j];
+        red[warp][1][tx * 4 + j] = ss[j];
       }
+    }
+    __syncthreads();
+    const int co = co0 + threadIdx.x;
+    if (threadIdx.x < kNT && co < g.Co) {
+      float a = 0.f, b = 0.f;
+#pragma unroll
+      for (int w = 0; w < kThreads / 32; ++w) {
+        a += red[w][0][threadIdx.x];
+        b += red[w][1][threadIdx.x];
+      }
+      ep.part[(int64_t)blockIdx.x * g.Co + co] = a;
+      ep.part[((int64_t)gridDim.x + blockIdx.x) * g.Co + co] = b;
     }
   }
 }
 
 }  // namespace
+
+int64_t asym_conv_row_blocks(int N, int H, int W, int taps, int pad, bool vertical) {
+  const int Lp = (vertical ? H : W) + 2 * pad;
+  if (Lp > kMT || Lp < 1) return 0;
+  const int64_t lines = (int64_t)(vertical ? W : H) * N, lb = kMT / Lp;
+  return (lines + lb - 1) / lb;
+}
 
 int asym_conv_max_padded_line() { return kMT; }
 int asym_conv_max_taps() { return kMaxTaps; }
@@ -243,22 +260,29 @@ cudaError_t launch_asym_conv(DType dt, const void* x, const void* w_packed, int 
   g.vec_x = Ci % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   g.vec_w = Co % V == 0 && reinterpret_cast<uintptr_t>(w_packed) % 16 == 0;
   if (g.lines == 0 || Co == 0) return cudaSuccess;
+  if (ep.sum && !ep.part) return cudaErrorInvalidValue;  // statistics go through partials
   dim3 grid((g.lines + g.lb - 1) / g.lb, (Co + kNT - 1) / kNT);
+  const bool pair_ok = ep.out_c % 2 == 0 && ep.out_off % 2 == 0 &&
+                       reinterpret_cast<uintptr_t>(ep.out) % 4 == 0;
   switch (dt) {
     case DType::F32:
       asym_conv_f32_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const float*>(x),
                                                           static_cast<const float*>(w_packed), g, ep);
       break;
     case DType::F16:
-      asym_conv_wmma_kernel<__half><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __half*>(x), static_cast<const __half*>(w_packed), g, ep);
+      asym_conv_mma_kernel<__half><<<grid, kThreads, 0, stream>>>(
+          static_cast<const __half*>(x), static_cast<const __half*>(w_packed), g, ep, pair_ok);
       break;
     case DType::BF16:
-      asym_conv_wmma_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w_packed), g, ep);
+      asym_conv_mma_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
+          static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w_packed), g, ep,
+          pair_ok);
       break;
   }
-  return launch_status();
+  cudaError_t e = launch_status();
+  if (e == cudaSuccess && ep.sum)
+    e = launch_reduce_partials(ep.part, grid.x, Co, ep.sum, ep.sumsq, stream);
+  return e;
 }
 
 }  // namespace ifast

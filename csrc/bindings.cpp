@@ -3,6 +3,7 @@
 // Every activation is a logical (N, C, H, W) torch tensor stored channels_last (NHWC).
 // Autograd lives in inception_fast/ops/; the torch reference of every function here is
 // inception_fast/ops/csrc_reference.py (same names, same arguments).
+#include <ATen/MemoryOverlap.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
@@ -64,6 +65,23 @@ void check_vec(const at::Tensor& t, const at::Tensor& ref, int64_t C, at::Scalar
   TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " must be ", dtype, ", got ",
               t.scalar_type());
   TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// The kernels read their inputs through __restrict__ pointers while they write their outputs:
+// an output sharing memory with an input is undefined behaviour there, so it is refused (the
+// same message as inception_fast/ops/csrc_reference.py check_no_overlap).
+void check_no_overlap(const at::Tensor& out, const at::Tensor& in, const char* op,
+                      const char* out_name, const char* in_name) {
+  auto st = at::get_overlap_status(out, in);
+  const bool overlap = st == at::MemOverlapStatus::Full || st == at::MemOverlapStatus::Partial ||
+                       (st == at::MemOverlapStatus::TooHard && out.is_alias_of(in));
+  TORCH_CHECK(!overlap, op, ": ", out_name, " shares memory with ", in_name, " (the kernel reads ",
+              in_name, " while it writes ", out_name, "); pass a separate tensor");
+}
+
+// fp32 per-block partials of a deterministic per-channel reduction ([2][rows][C]).
+at::Tensor partials(const at::Tensor& like, int64_t rows, int64_t C) {
+  return at::empty({2, rows, C}, like.options().dtype(at::kFloat));
 }
 
 void check_pair(const OptT& a, const OptT& b, const char* op, const char* names) {
@@ -138,8 +156,15 @@ void asym_conv(const at::Tensor& x, const at::Tensor& weight, int64_t pad, const
   TORCH_CHECK(Lo >= 1, op, ": output would be empty (line ", L, ", pad ", pad, ", taps ", taps, ")");
   const int64_t Ho = vertical ? Lo : H, Wo = vertical ? W : Lo;
   check_slice(out, x, N, Co, Ho, Wo, out_offset, x.scalar_type(), op, "out");
+  check_no_overlap(out, x, op, "out", "the input");
   auto ep = make_epilogue(out, out_offset, sum, sumsq, scale, shift, x, Co, op);
   c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor part;
+  if (sum) {
+    part = partials(x, ifast::asym_conv_row_blocks((int)N, (int)H, (int)W, (int)taps, (int)pad,
+                                                   vertical), Co);
+    ep.part = part.data_ptr<float>();
+  }
   const at::Tensor wp = pack_weight(weight);
   cuda_ok(ifast::launch_asym_conv(dt, x.data_ptr(), wp.data_ptr(), (int)N, (int)H, (int)W, (int)Ci,
                                   (int)Co, (int)taps, (int)pad, vertical, ep,
@@ -176,6 +201,7 @@ void grid_reduce(const at::Tensor& x, const OptT& weight, const OptT& conv_out, 
                 weight->scalar_type(), " differs from the input dtype ", x.scalar_type());
     Co = weight->size(0);
     check_slice(*conv_out, x, N, Co, OH, OW, conv_offset, x.scalar_type(), op, "conv_out");
+    check_no_overlap(*conv_out, x, op, "conv_out", "the input");
     ep = make_epilogue(*conv_out, conv_offset, sum, sumsq, scale, shift, x, Co, op);
     wp = pack_weight(*weight);
   } else {
@@ -189,8 +215,29 @@ void grid_reduce(const at::Tensor& x, const OptT& weight, const OptT& conv_out, 
     TORCH_CHECK(argmax->sizes() == at::IntArrayRef({N, Ci, OH, OW}), op,
                 ": argmax must have shape (", N, ", ", Ci, ", ", OH, ", ", OW, "), got ",
                 argmax->sizes());
+    check_no_overlap(*pool_out, x, op, "pool_out", "the input");
+    check_no_overlap(*argmax, x, op, "argmax", "the input");
+    check_no_overlap(*argmax, *pool_out, op, "argmax", "pool_out");
   }
+  if (weight && pool_out && conv_out->is_alias_of(*pool_out)) {
+    // One block output holds both slices (the fused Mixed_6a): they must be disjoint channel
+    // ranges of the same tensor.
+    TORCH_CHECK(conv_out->data_ptr() == pool_out->data_ptr() &&
+                    conv_out->strides() == pool_out->strides() &&
+                    conv_out->sizes() == pool_out->sizes(),
+                op, ": conv_out and pool_out share memory but are different views; pass the same "
+                "block output tensor for both (with disjoint offsets) or separate tensors");
+    TORCH_CHECK(conv_offset + Co <= pool_offset || pool_offset + Ci <= conv_offset, op,
+                ": conv slice [", conv_offset, ", ", conv_offset + Co, ") and pool slice [",
+                pool_offset, ", ", pool_offset + Ci, ") of one output overlap");
+  }
+  if (weight && pool_out) check_no_overlap(*argmax, *conv_out, op, "argmax", "conv_out");
   c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor part;
+  if (sum) {
+    part = partials(x, ifast::grid_reduce_row_blocks((int)N, (int)H, (int)W), Co);
+    ep.part = part.data_ptr<float>();
+  }
   cuda_ok(ifast::launch_grid_reduce(
               dt, x.data_ptr(), weight ? wp.data_ptr() : nullptr, (int)N, (int)H, (int)W, (int)Ci,
               (int)Co, ep, pool_out ? pool_out->data_ptr() : nullptr,
@@ -212,6 +259,8 @@ void maxpool_bwd(const at::Tensor& g, int64_t g_offset, const at::Tensor& argmax
   TORCH_CHECK(argmax.scalar_type() == at::kByte && argmax.sizes() == at::IntArrayRef({N, C, OH, OW}),
               op, ": argmax must be uint8 of shape (", N, ", ", C, ", ", OH, ", ", OW, "), got ",
               argmax.scalar_type(), " ", argmax.sizes());
+  check_no_overlap(dx, g, op, "dx", "grad");
+  check_no_overlap(dx, argmax, op, "dx", "argmax");
   c10::cuda::CUDAGuard guard(dx.device());
   cuda_ok(ifast::launch_maxpool_bwd(dt, g.data_ptr(), (int)g.size(1), (int)g_offset,
                                     argmax.data_ptr<uint8_t>(), dx.data_ptr(), (int)N, (int)H,
@@ -227,8 +276,10 @@ void bn_stats(const at::Tensor& y, const at::Tensor& sum, const at::Tensor& sums
   check_vec(sum, y, C, at::kDouble, op, "sum");
   check_vec(sumsq, y, C, at::kDouble, op, "sumsq");
   c10::cuda::CUDAGuard guard(y.device());
+  at::Tensor part = partials(y, ifast::bn_row_blocks(M), C);
   cuda_ok(ifast::launch_bn_stats(dt, y.data_ptr(), M, (int)C, sum.data_ptr<double>(),
-                                 sumsq.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()),
+                                 sumsq.data_ptr<double>(), part.data_ptr<float>(),
+                                 c10::cuda::getCurrentCUDAStream()),
           op);
 }
 
@@ -260,6 +311,7 @@ void bn_apply_relu(const at::Tensor& y, const at::Tensor& scale, const at::Tenso
   check_vec(scale, y, C, at::kFloat, op, "scale");
   check_vec(shift, y, C, at::kFloat, op, "shift");
   check_slice(out, y, N, C, H, W, out_offset, y.scalar_type(), op, "out");
+  check_no_overlap(out, y, op, "out", "y");
   c10::cuda::CUDAGuard guard(y.device());
   cuda_ok(ifast::launch_bn_apply_relu(dt, y.data_ptr(), N * H * W, (int)C, scale.data_ptr<float>(),
                                       shift.data_ptr<float>(), out.data_ptr(), (int)out.size(1),
@@ -291,11 +343,12 @@ void bn_relu_bwd_reduce(const at::Tensor& g, int64_t g_offset, const at::Tensor&
   check_vec(sum_g, y, C, at::kDouble, op, "sum_g");
   check_vec(sum_gx, y, C, at::kDouble, op, "sum_gx");
   c10::cuda::CUDAGuard guard(y.device());
+  at::Tensor part = partials(y, ifast::bn_row_blocks(M), C);
   cuda_ok(ifast::launch_bn_relu_bwd_reduce(
               dtype_of(y, op, "y"), g.data_ptr(), (int)g.size(1), (int)g_offset, y.data_ptr(), M,
               (int)C, scale.data_ptr<float>(), shift.data_ptr<float>(), mean.data_ptr<float>(),
               invstd.data_ptr<float>(), sum_g.data_ptr<double>(), sum_gx.data_ptr<double>(),
-              c10::cuda::getCurrentCUDAStream()),
+              part.data_ptr<float>(), c10::cuda::getCurrentCUDAStream()),
           op);
 }
 
@@ -321,6 +374,23 @@ at::Tensor bn_relu_bwd_apply(const at::Tensor& g, int64_t g_offset, const at::Te
   return dy;
 }
 
+void reduce_partials(const at::Tensor& part, const at::Tensor& sum, const at::Tensor& sumsq) {
+  const char* op = "reduce_partials";
+  check_cuda(part, part, op, "part");
+  TORCH_CHECK(part.dim() == 3 && part.size(0) == 2 && part.scalar_type() == at::kFloat &&
+                  part.is_contiguous(),
+              op, ": part must be a contiguous float32 (2, blocks, C) tensor, got ",
+              part.scalar_type(), " ", part.sizes());
+  const int64_t C = part.size(2);
+  check_vec(sum, part, C, at::kDouble, op, "sum");
+  check_vec(sumsq, part, C, at::kDouble, op, "sumsq");
+  c10::cuda::CUDAGuard guard(part.device());
+  cuda_ok(ifast::launch_reduce_partials(part.data_ptr<float>(), part.size(1), (int)C,
+                                        sum.data_ptr<double>(), sumsq.data_ptr<double>(),
+                                        c10::cuda::getCurrentCUDAStream()),
+          op);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -339,8 +409,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         arg("scale") = py::none(), arg("shift") = py::none());
   m.def("maxpool_bwd", &maxpool_bwd, "3x3/2 max-pool backward (gather by argmax) into dx",
         arg("grad"), arg("grad_offset"), arg("argmax"), arg("dx"), arg("accumulate"));
-  m.def("bn_stats", &bn_stats, "per-channel sum / sum of squares added to fp64 accumulators",
+  m.def("bn_stats", &bn_stats,
+        "per-channel sum / sum of squares added to fp64 accumulators (deterministic)",
         arg("y"), arg("sum"), arg("sumsq"));
+  m.def("reduce_partials", &reduce_partials,
+        "sum += fixed-order sum of part[0] over its rows, sumsq likewise from part[1] (the "
+        "deterministic second stage of every per-channel reduction)",
+        arg("part"), arg("sum"), arg("sumsq"));
   m.def("bn_finalize", &bn_finalize, "(5, C) fp32: mean, var (biased), invstd, scale, shift",
         arg("sum"), arg("sumsq"), arg("count"), arg("eps"), arg("gamma") = py::none(),
         arg("beta") = py::none());

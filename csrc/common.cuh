@@ -36,6 +36,74 @@ __device__ __forceinline__ bool relu_passes(float y, float scale, float shift) {
 // Torch's max-pool update rule (NaN wins, first maximum kept on ties).
 __device__ __forceinline__ bool pool_takes(float v, float best) { return v > best || isnan(v); }
 
+// VW consecutive elements as one global access of VW * sizeof(T) bytes (the caller checks the
+// alignment): the bandwidth-bound kernels move 16 bytes per thread where the channels allow.
+template <int BYTES> struct VecOf;
+template <> struct VecOf<16> { using type = uint4; };
+template <> struct VecOf<8> { using type = uint2; };
+template <> struct VecOf<4> { using type = uint32_t; };
+template <> struct VecOf<2> { using type = uint16_t; };
+template <> struct VecOf<1> { using type = uint8_t; };
+
+// (VW == 1 is a plain access: punning a scalar through another type puts it on the stack.)
+template <typename T, int VW>
+__device__ __forceinline__ void load_vals(const T* p, float (&v)[VW]) {
+  if constexpr (VW == 1) {
+    v[0] = to_f(*p);
+    return;
+  }
+  using V = typename VecOf<VW * sizeof(T)>::type;
+  const V raw = *reinterpret_cast<const V*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < VW; ++i) v[i] = to_f(e[i]);
+}
+
+template <typename T, int VW>
+__device__ __forceinline__ void store_vals(T* p, const float (&v)[VW]) {
+  if constexpr (VW == 1) {
+    *p = from_f<T>(v[0]);
+    return;
+  }
+  using V = typename VecOf<VW * sizeof(T)>::type;
+  V raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < VW; ++i) e[i] = from_f<T>(v[i]);
+  *reinterpret_cast<V*>(p) = raw;
+}
+
+template <int VW>
+__device__ __forceinline__ void load_bytes(const uint8_t* p, uint8_t (&a)[VW]) {
+  if constexpr (VW == 1) {
+    a[0] = *p;
+    return;
+  }
+  using V = typename VecOf<VW>::type;
+  const V raw = *reinterpret_cast<const V*>(p);
+  const uint8_t* e = reinterpret_cast<const uint8_t*>(&raw);
+#pragma unroll
+  for (int i = 0; i < VW; ++i) a[i] = e[i];
+}
+
+template <int VW>
+__device__ __forceinline__ void store_bytes(uint8_t* p, const uint8_t (&a)[VW]) {
+  if constexpr (VW == 1) {
+    *p = a[0];
+    return;
+  }
+  using V = typename VecOf<VW>::type;
+  V raw;
+  uint8_t* e = reinterpret_cast<uint8_t*>(&raw);
+#pragma unroll
+  for (int i = 0; i < VW; ++i) e[i] = a[i];
+  *reinterpret_cast<V*>(p) = raw;
+}
+
+inline bool aligned_to(const void* p, int bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
 inline cudaError_t launch_status() { return cudaGetLastError(); }
 
 // Dispatch a DType to a storage type T for `body`, e.g. IFAST_DISPATCH(dt, launch<T>(...)).

@@ -1,11 +1,11 @@
 // Fused grid reduction of Inception-v3 (Mixed_6a = torchvision InceptionB, Mixed_7a = InceptionD).
 //
 // Mixed_6a's branch3x3 (3x3 / stride 2 / no padding conv) and its max-pool (3x3 / stride 2) read
-// exactly the same input windows. grid_reduce_wmma_kernel is an implicit-GEMM conv (64 output
-// pixels x 64 output channels per block, K = 9 taps x 32-channel chunks, tensor cores, fp32
-// accumulate) whose A-tile loads also feed the pool: while a 32-channel chunk is streamed tap by
-// tap, each thread keeps the running max (and winning tap) of the values it loaded, so the pool
-// costs no extra read of the input. The chunks' pool work is spread over the blocks that share a
+// exactly the same input windows. grid_reduce_mma_kernel is an implicit-GEMM conv (64 output
+// pixels x 64 output channels per block, K = 9 taps x 32-channel chunks, tensor cores through
+// ldmatrix + mma.sync, fp32 accumulate) whose A-tile loads also feed the pool: while a
+// 32-channel chunk is streamed tap by tap, each thread keeps the running max (and winning tap)
+// of the values it loaded, so the pool costs no extra read of the input. The chunks' pool work is spread over the blocks that share a
 // pixel tile (chunk k -> output-channel block k mod gridDim.y). The conv result goes through the
 // shared conv epilogue (raw output + BN statistics for training, or BN + ReLU folded for eval)
 // into its channel slice; the pool writes its slice of the same NHWC block output, plus argmax.
@@ -13,9 +13,10 @@
 // there the pool runs alone (maxpool3s2_kernel) into its slice and the convs write theirs.
 // Backward: maxpool3s2_bwd_kernel routes each output gradient to its argmax (a gather: every
 // input element sums the <= 4 windows that contain it, no atomics).
+// The pool kernels are bandwidth-bound: 2-D grids (pixels x 16-byte channel vectors, one image
+// row per block row, so no per-element 64-bit division), a vector of 8 (16-bit) or 4 (fp32)
+// channels per thread when the channel counts and pointers allow it, else one channel.
 // Reference: F.conv2d + F.max_pool2d (inception_fast/ops/csrc_reference.py).
-#include <mma.h>
-
 #include "conv_tiles.cuh"
 
 namespace ifast {
@@ -33,21 +34,30 @@ struct GridGeom {
 };
 
 /// Implicit-GEMM 3x3/2 conv + (optionally) the 3x3/2 max-pool of the same windows. fp16/bf16.
+/// 4 warps as 2 x 2, warp tile 32 pixels x 32 channels (2 x 4 m16n8 fragments). Per tap and
+/// 32-channel chunk the block stages a 64 x 32 A tile (4 KB bf16, 9 shifted reads of windows
+/// that overlap, mostly L2 hits) and a 32 x 64 weight tile (4 KB) for 2 * 64 * 64 * 32 =
+/// 262 kFLOP: 32 FLOP per staged byte, so the ceiling aimed at is the L2 -> SM staging rate
+/// (~10 TB/s on H100: ~300 TFLOP/s), below the mma.sync rate; each k16 step issues 2 LDSM (A)
+/// + 2 LDSM.T (B) per 8 HMMA, conflict-free (80 B / 144 B shared rows). The pool costs no extra
+/// global read: it takes the max of the A vectors this thread loads anyway.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-grid_reduce_wmma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeom g, Epilogue ep,
-                        T* __restrict__ pool, int pool_c, int pool_off, uint8_t* __restrict__ argmax) {
-  using namespace nvcuda;
-  constexpr int LDA = kBK + 16;  // 96-byte rows (wmma wants 32-byte aligned tile starts)
-  constexpr int LDB = kNT + 16;
+grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeom g, Epilogue ep,
+                       T* __restrict__ pool, int pool_c, int pool_off, uint8_t* __restrict__ argmax,
+                       bool pair_ok) {
+  constexpr int LDA = kBK + 8;  // 80-byte rows: ldmatrix rows 16-byte aligned, banks distinct
+  constexpr int LDB = kNT + 8;  // 144-byte rows
+  constexpr int MI = 2, NI = 4;
   constexpr int V = 16 / sizeof(T);
   constexpr int VPR = kBK / V;                  // 16-byte vectors per A row
   constexpr int PER = kMT * VPR / kThreads;     // A vectors per thread
-  __shared__ __align__(32) T As[kMT][LDA];
-  __shared__ __align__(32) T Bs[kBK][LDB];
-  __shared__ __align__(32) float St[kThreads / 32][16 * 16];
+  __shared__ __align__(16) T As[kMT][LDA];
+  __shared__ __align__(16) T Bs[kBK][LDB];
+  __shared__ float red[2][2][kNT];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp / 2, wn = warp % 2;
   const int64_t m0 = (int64_t)blockIdx.x * kMT;
   const int co0 = blockIdx.y * kNT;
 
@@ -71,9 +81,13 @@ grid_reduce_wmma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGe
     }
   }
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMT / 16];
+  float acc[MI][NI][4];
 #pragma unroll
-  for (int i = 0; i < kMT / 16; ++i) wmma::fill_fragment(acc[i], 0.f);
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
   const int nchunks = (g.Ci + kBK - 1) / kBK;
   for (int chunk = 0; chunk < nchunks; ++chunk) {
@@ -123,16 +137,8 @@ grid_reduce_wmma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGe
       }
       __syncthreads();
 #pragma unroll
-      for (int kk = 0; kk < kBK; kk += 16) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-        wmma::load_matrix_sync(b, &Bs[kk][warp * 16], LDB);
-#pragma unroll
-        for (int i = 0; i < kMT / 16; ++i) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-          wmma::load_matrix_sync(a, &As[i * 16][kk], LDA);
-          wmma::mma_sync(acc[i], a, b, acc[i]);
-        }
-      }
+      for (int kk = 0; kk < kBK; kk += 16)
+        warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As, 32 * wm, Bs, 32 * wn, kk, lane);
     }
 
     if (pool_here) {
@@ -152,86 +158,113 @@ grid_reduce_wmma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGe
     }
   }
 
-  // Conv epilogue (see asym_conv.cu): lane -> channel lane % 16, rows 8 * (lane / 16) .. + 8.
-  const int c = lane % 16, rh = lane / 16;
-  const int co = co0 + warp * 16 + c;
-  float s = 0.f, ss = 0.f;
+  // Conv epilogue straight from the fragments (rows g and g + 8 of each m16 tile).
+  int64_t pix[MI][2];
 #pragma unroll
-  for (int i = 0; i < kMT / 16; ++i) {
-    wmma::store_matrix_sync(St[warp], acc[i], 16, wmma::mem_row_major);
-    __syncwarp();
-    if (co < g.Co) {
-      for (int rr = 0; rr < 8; ++rr) {
-        const int r = rh * 8 + rr;
-        const int64_t m = m0 + i * 16 + r;
-        if (m < g.M) epilogue_store<T>(ep, m, co, St[warp][r * 16 + c], s, ss);
-      }
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t m = m0 + 32 * wm + 16 * i + lane / 4 + 8 * h;
+      pix[i][h] = m < g.M ? m : -1;
     }
-    __syncwarp();
-  }
-  epilogue_stats_16(ep, lane, co, g.Co, s, ss);
+  float s[NI][2] = {}, ss[NI][2] = {};
+  epilogue_fragments<T, MI, NI>(ep, acc, pix, co0 + 32 * wn, g.Co, pair_ok, lane, s, ss);
+  if (ep.part) stats_partials<NI, 2, kNT>(ep, s, ss, lane, wm, 32 * wn, co0, g.Co, red);
 }
 
-/// Max-pool 3x3 / stride 2 alone (Mixed_7a's pool branch), any dtype: one thread per output
-/// element, channels fastest (coalesced), into a channel slice, with the winning tap.
-template <typename T>
-__global__ void maxpool3s2_kernel(const T* __restrict__ x, int H, int W, int C, int OH, int OW,
-                                  int64_t total, T* __restrict__ pool, int pool_c, int pool_off,
-                                  uint8_t* __restrict__ argmax) {
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int c = (int)(i % C);
-    const int64_t m = i / C;
-    const int ow = (int)(m % OW);
-    const int oh = (int)((m / OW) % OH);
-    const int64_t n = m / ((int64_t)OW * OH);
-    const T* src = x + ((n * H + 2 * oh) * W + 2 * ow) * C + c;
-    float best = -INFINITY;
-    int arg = 0;
+/// Max-pool 3x3 / stride 2 alone (Mixed_7a's pool branch), any dtype, into a channel slice,
+/// with the winning tap. Block row = one output row (n, oh); threads: x = channel vectors of
+/// VW channels, y = output columns. Per output vector: 9 vector loads, 1 vector store and VW
+/// argmax bytes: ~2.6 B read per B written, bandwidth-bound (ceiling: HBM, reads mostly L2 hits
+/// as neighbouring windows share a row and a column).
+template <typename T, int VW>
+__global__ void __launch_bounds__(256)
+maxpool3s2_kernel(const T* __restrict__ x, int H, int W, int C, int OH, int OW, int rows,
+                  T* __restrict__ pool, int pool_c, int pool_off, uint8_t* __restrict__ argmax) {
+  const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VW;
+  if (c >= C) return;
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {  // r = n * OH + oh
+    const int n = r / OH, oh = r - n * OH;
+    const T* xrow = x + (int64_t)(n * H + 2 * oh) * W * C + c;
+    for (int ow = threadIdx.y; ow < OW; ow += blockDim.y) {
+      const T* src = xrow + (int64_t)(2 * ow) * C;
+      float best[VW];
+      uint8_t arg[VW];
 #pragma unroll
-    for (int t = 0; t < 9; ++t) {
-      const float v = to_f(src[((t / 3) * W + (t % 3)) * (int64_t)C]);
-      if (pool_takes(v, best)) {
-        best = v;
-        arg = t;
+      for (int e = 0; e < VW; ++e) best[e] = -INFINITY, arg[e] = 0;
+#pragma unroll
+      for (int t = 0; t < 9; ++t) {
+        float v[VW];
+        load_vals<T, VW>(src + (int64_t)((t / 3) * W + t % 3) * C, v);
+#pragma unroll
+        for (int e = 0; e < VW; ++e)
+          if (pool_takes(v[e], best[e])) best[e] = v[e], arg[e] = (uint8_t)t;
       }
+      const int64_t m = (int64_t)r * OW + ow;
+      store_vals<T, VW>(pool + m * pool_c + pool_off + c, best);  // exact: T values
+      store_bytes<VW>(argmax + m * C + c, arg);
     }
-    pool[m * pool_c + pool_off + c] = from_f<T>(best);
-    argmax[i] = (uint8_t)arg;
   }
 }
 
 /// Max-pool 3x3/2 backward as a gather: input (h, w) lies in windows oh in
 /// [ceil((h - 2) / 2), floor(h / 2)] (same for w); it receives g of those whose argmax it is.
-template <typename T>
-__global__ void maxpool3s2_bwd_kernel(const T* __restrict__ g, int g_c, int g_off,
-                                      const uint8_t* __restrict__ argmax, T* __restrict__ dx,
-                                      int H, int W, int C, int OH, int OW, int64_t total,
-                                      bool accumulate) {
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int c = (int)(i % C);
-    const int64_t p = i / C;
-    const int w = (int)(p % W);
-    const int h = (int)((p / W) % H);
-    const int64_t n = p / ((int64_t)W * H);
+/// Block row = one input row (n, h); threads: x = channel vectors, y = input columns. Per input
+/// vector: <= 4 (argmax vector, gradient vector) pairs read, one vector written (read too when
+/// accumulating): bandwidth-bound, no atomics, no 64-bit division.
+template <typename T, int VW>
+__global__ void __launch_bounds__(256)
+maxpool3s2_bwd_kernel(const T* __restrict__ g, int g_c, int g_off,
+                      const uint8_t* __restrict__ argmax, T* __restrict__ dx, int H, int W, int C,
+                      int OH, int OW, int rows, bool accumulate) {
+  const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VW;
+  if (c >= C) return;
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {  // r = n * H + h
+    const int n = r / H, h = r - n * H;
     const int oh0 = h > 0 ? (h - 1) / 2 : 0, oh1 = min(h / 2, OH - 1);
-    const int ow0 = w > 0 ? (w - 1) / 2 : 0, ow1 = min(w / 2, OW - 1);
-    float acc = 0.f;
-    for (int oh = oh0; oh <= oh1; ++oh) {
-      for (int ow = ow0; ow <= ow1; ++ow) {
-        const int64_t m = (n * OH + oh) * OW + ow;
-        if (argmax[m * C + c] == (h - 2 * oh) * 3 + (w - 2 * ow)) acc += to_f(g[m * g_c + g_off + c]);
+    for (int w = threadIdx.y; w < W; w += blockDim.y) {
+      const int ow0 = w > 0 ? (w - 1) / 2 : 0, ow1 = min(w / 2, OW - 1);
+      float acc[VW];
+#pragma unroll
+      for (int e = 0; e < VW; ++e) acc[e] = 0.f;
+      for (int oh = oh0; oh <= oh1; ++oh) {
+        for (int ow = ow0; ow <= ow1; ++ow) {
+          const int64_t m = (int64_t)(n * OH + oh) * OW + ow;
+          const int tap = (h - 2 * oh) * 3 + (w - 2 * ow);
+          uint8_t a[VW];
+          float gv[VW];
+          load_bytes<VW>(argmax + m * C + c, a);
+          load_vals<T, VW>(g + m * g_c + g_off + c, gv);
+#pragma unroll
+          for (int e = 0; e < VW; ++e)
+            if (a[e] == tap) acc[e] += gv[e];
+        }
       }
+      T* dst = dx + ((int64_t)r * W + w) * C + c;
+      if (accumulate) {
+        float old[VW];
+        load_vals<T, VW>(dst, old);
+#pragma unroll
+        for (int e = 0; e < VW; ++e) acc[e] = old[e] + acc[e];
+      }
+      store_vals<T, VW>(dst, acc);
     }
-    dx[i] = from_f<T>(accumulate ? to_f(dx[i]) + acc : acc);
   }
 }
 
-int elementwise_blocks(int64_t total) {
-  const int64_t b = (total + 255) / 256;
-  return (int)(b < 8192 ? (b > 0 ? b : 1) : 8192);
+// 2-D grid of the pool kernels: x = channel vectors (up to 32 threads), y = rows.
+struct PoolGrid {
+  dim3 grid, block;
+};
+PoolGrid pool_grid(int nvec, int rows) {
+  int bx = 1;
+  while (bx < nvec && bx < 32) bx *= 2;
+  PoolGrid p;
+  p.block = dim3(bx, 256 / bx);
+  p.grid = dim3((nvec + bx - 1) / bx, rows < 65535 ? rows : 65535);
+  return p;
 }
+
 
 }  // namespace
 
@@ -244,31 +277,56 @@ cudaError_t launch_grid_reduce(DType dt, const void* x, const void* w_packed, in
   if (M == 0) return cudaSuccess;
   if (w_packed == nullptr) {  // pool only
     if (pool == nullptr) return cudaErrorInvalidValue;
-    const int64_t total = M * Ci;
-    IFAST_DISPATCH_ALL(dt, maxpool3s2_kernel<T><<<elementwise_blocks(total), 256, 0, stream>>>(
-                               static_cast<const T*>(x), H, W, Ci, OH, OW, total,
-                               static_cast<T*>(pool), pool_c, pool_off, argmax));
+    const int rows = N * OH;
+    IFAST_DISPATCH_ALL(dt, {
+      constexpr int V = 16 / sizeof(T);
+      const bool vec = Ci % V == 0 && pool_c % V == 0 && pool_off % V == 0 && aligned_to(x, 16) &&
+                       aligned_to(pool, 16) && aligned_to(argmax, V);
+      if (vec) {
+        const PoolGrid pg = pool_grid(Ci / V, rows);
+        maxpool3s2_kernel<T, V><<<pg.grid, pg.block, 0, stream>>>(
+            static_cast<const T*>(x), H, W, Ci, OH, OW, rows, static_cast<T*>(pool), pool_c,
+            pool_off, argmax);
+      } else {
+        const PoolGrid pg = pool_grid(Ci, rows);
+        maxpool3s2_kernel<T, 1><<<pg.grid, pg.block, 0, stream>>>(
+            static_cast<const T*>(x), H, W, Ci, OH, OW, rows, static_cast<T*>(pool), pool_c,
+            pool_off, argmax);
+      }
+    });
     return launch_status();
   }
+  if (conv_ep.sum && !conv_ep.part) return cudaErrorInvalidValue;  // statistics via partials
   GridGeom g{N, H, W, Ci, Co, OH, OW, M, false, false};
-  g.vec_x = Ci % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  g.vec_w = Co % 8 == 0 && reinterpret_cast<uintptr_t>(w_packed) % 16 == 0;
+  g.vec_x = Ci % 8 == 0 && aligned_to(x, 16);
+  g.vec_w = Co % 8 == 0 && aligned_to(w_packed, 16);
+  const bool pair_ok = conv_ep.out_c % 2 == 0 && conv_ep.out_off % 2 == 0 &&
+                       aligned_to(conv_ep.out, 4);
   dim3 grid((unsigned)((M + kMT - 1) / kMT), (Co + kNT - 1) / kNT);
   switch (dt) {
     case DType::F16:
-      grid_reduce_wmma_kernel<__half><<<grid, kThreads, 0, stream>>>(
+      grid_reduce_mma_kernel<__half><<<grid, kThreads, 0, stream>>>(
           static_cast<const __half*>(x), static_cast<const __half*>(w_packed), g, conv_ep,
-          static_cast<__half*>(pool), pool_c, pool_off, argmax);
+          static_cast<__half*>(pool), pool_c, pool_off, argmax, pair_ok);
       break;
     case DType::BF16:
-      grid_reduce_wmma_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
+      grid_reduce_mma_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
           static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w_packed), g,
-          conv_ep, static_cast<__nv_bfloat16*>(pool), pool_c, pool_off, argmax);
+          conv_ep, static_cast<__nv_bfloat16*>(pool), pool_c, pool_off, argmax, pair_ok);
       break;
     default:
       return cudaErrorInvalidValue;  // the fused conv is tensor-core only
   }
-  return launch_status();
+  cudaError_t e = launch_status();
+  if (e == cudaSuccess && conv_ep.sum)
+    e = launch_reduce_partials(conv_ep.part, grid.x, Co, conv_ep.sum, conv_ep.sumsq, stream);
+  return e;
+}
+
+int64_t grid_reduce_row_blocks(int N, int H, int W) {
+  if (H < 3 || W < 3) return 0;
+  const int64_t M = (int64_t)N * ((H - 3) / 2 + 1) * ((W - 3) / 2 + 1);
+  return (M + kMT - 1) / kMT;
 }
 
 cudaError_t launch_maxpool_bwd(DType dt, const void* g, int g_c, int g_off, const uint8_t* argmax,
@@ -276,11 +334,24 @@ cudaError_t launch_maxpool_bwd(DType dt, const void* g, int g_c, int g_off, cons
                                cudaStream_t stream) {
   if (H < 3 || W < 3) return cudaErrorInvalidValue;
   const int OH = (H - 3) / 2 + 1, OW = (W - 3) / 2 + 1;
-  const int64_t total = (int64_t)N * H * W * C;
-  if (total == 0) return cudaSuccess;
-  IFAST_DISPATCH_ALL(dt, maxpool3s2_bwd_kernel<T><<<elementwise_blocks(total), 256, 0, stream>>>(
-                             static_cast<const T*>(g), g_c, g_off, argmax, static_cast<T*>(dx), H,
-                             W, C, OH, OW, total, accumulate));
+  if ((int64_t)N * H * W * C == 0) return cudaSuccess;
+  const int rows = N * H;
+  IFAST_DISPATCH_ALL(dt, {
+    constexpr int V = 16 / sizeof(T);
+    const bool vec = C % V == 0 && g_c % V == 0 && g_off % V == 0 && aligned_to(g, 16) &&
+                     aligned_to(dx, 16) && aligned_to(argmax, V);
+    if (vec) {
+      const PoolGrid pg = pool_grid(C / V, rows);
+      maxpool3s2_bwd_kernel<T, V><<<pg.grid, pg.block, 0, stream>>>(
+          static_cast<const T*>(g), g_c, g_off, argmax, static_cast<T*>(dx), H, W, C, OH, OW, rows,
+          accumulate);
+    } else {
+      const PoolGrid pg = pool_grid(C, rows);
+      maxpool3s2_bwd_kernel<T, 1><<<pg.grid, pg.block, 0, stream>>>(
+          static_cast<const T*>(g), g_c, g_off, argmax, static_cast<T*>(dx), H, W, C, OH, OW, rows,
+          accumulate);
+    }
+  });
   return launch_status();
 }
 

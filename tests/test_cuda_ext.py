@@ -373,8 +373,8 @@ def extension():
 
 
 def test_extension_builds_and_imports(extension):
-    for name in ("asym_conv", "grid_reduce", "maxpool_bwd", "bn_stats", "bn_finalize",
-                 "bn_apply_relu", "bn_relu_bwd_reduce", "bn_relu_bwd_apply"):
+    for name in ("asym_conv", "grid_reduce", "maxpool_bwd", "bn_stats", "reduce_partials",
+                 "bn_finalize", "bn_apply_relu", "bn_relu_bwd_reduce", "bn_relu_bwd_apply"):
         assert callable(getattr(extension, name)), name
     # The Python reference / dispatch use the same tile limits as the C++ kernel.
     assert extension.asym_conv_max_padded_line() == R.asym_conv_max_padded_line()
