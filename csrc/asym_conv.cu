@@ -45,8 +45,10 @@ struct AsymGeom {
   __device__ __forceinline__ int step() const { return vertical ? W : 1; }
 };
 
-// Fill the A tile: kARows rows x kBK channels of the padded lines of this block.
-template <typename T, int LD>
+// Fill the A tile: kARows rows x kBK channels of the padded lines of this block. ASYNC (the
+// tensor-core kernel's pipeline): 16-byte cp.async where the channels are vector-aligned (the
+// caller waits and synchronizes before reading); otherwise, or without ASYNC, plain stores.
+template <typename T, int LD, bool ASYNC>
 __device__ __forceinline__ void load_lines(T (*As)[LD], const T* __restrict__ x, const AsymGeom& g,
                                            int line0, int ci0, bool vec_ok) {
   constexpr int V = 16 / sizeof(T);
@@ -55,7 +57,12 @@ __device__ __forceinline__ void load_lines(T (*As)[LD], const T* __restrict__ x,
     const int r = i / VPR, cv = (i % VPR) * V;
     const int j = r / g.Lp, pos = r % g.Lp - g.pad;
     const int line = line0 + j;
-    if (j < g.lb && line < g.lines && pos >= 0 && pos < g.L) {
+    const bool valid = j < g.lb && line < g.lines && pos >= 0 && pos < g.L;
+    if (ASYNC && vec_ok) {  // vec_ok: Ci % V == 0, so a vector is wholly inside or outside
+      const bool any = valid && ci0 + cv < g.Ci;
+      const T* src = any ? x + (g.in_base(line) + (int64_t)pos * g.step()) * g.Ci + ci0 + cv : x;
+      cp_async_16(&As[r][cv], src, any);
+    } else if (valid) {
       const T* row = x + (g.in_base(line) + (int64_t)pos * g.step()) * g.Ci;
       load_vec<T>(&As[r][cv], row, ci0 + cv, g.Ci, vec_ok);
     } else {
@@ -64,16 +71,21 @@ __device__ __forceinline__ void load_lines(T (*As)[LD], const T* __restrict__ x,
   }
 }
 
-// Fill the B tile of tap t: kBK input channels x kNT output channels of w_packed [taps][Ci][Co].
-template <typename T, int LD>
+// Fill the B tile of tap t: kBK input channels x kNT output channels of w_packed [taps][Ci][Co]
+// (ASYNC as load_lines).
+template <typename T, int LD, bool ASYNC>
 __device__ __forceinline__ void load_weights(T (*Bs)[LD], const T* __restrict__ w, int t, int ci0,
                                              int co0, int Ci, int Co, bool vec_ok) {
   constexpr int V = 16 / sizeof(T);
   constexpr int VPR = kNT / V;
   for (int i = threadIdx.x; i < kBK * VPR; i += kThreads) {
     const int k = i / VPR, cv = (i % VPR) * V;
-    if (ci0 + k < Ci) {
-      load_vec<T>(&Bs[k][cv], w + ((int64_t)t * Ci + ci0 + k) * Co, co0 + cv, Co, vec_ok);
+    const T* row = w + ((int64_t)t * Ci + ci0 + k) * Co;
+    if (ASYNC && vec_ok) {
+      const bool any = ci0 + k < Ci && co0 + cv < Co;
+      cp_async_16(&Bs[k][cv], any ? row + co0 + cv : w, any);
+    } else if (ci0 + k < Ci) {
+      load_vec<T>(&Bs[k][cv], row, co0 + cv, Co, vec_ok);
     } else {
       zero_vec<T>(&Bs[k][cv]);
     }
@@ -96,7 +108,8 @@ __device__ __forceinline__ int64_t virtual_row_pixel(const AsymGeom& g, int line
 /// computes 2 * 128 * 64 * 32 * taps FLOP (3.7 MFLOP for 7 taps): ~100 FLOP per byte staged, so
 /// the ceiling aimed at is the mma.sync rate, not bandwidth; each k16 step issues 4 LDSM (A) +
 /// 2 LDSM.T (B) per 16 HMMA. Shared rows of 80 B (A) and 144 B (B) put the 8 rows of every
-/// ldmatrix phase in distinct banks (conflict-free). At 17x17 with 7 taps 66% of the virtual
+/// ldmatrix phase in distinct banks (conflict-free). Operands arrive by cp.async in a 2-stage
+/// pipeline (one barrier per tap; the next tap's weights load during this tap's MMAs). At 17x17 with 7 taps 66% of the virtual
 /// rows are real outputs (5 padded lines of 23 per 128 rows, 17 of each 23 stored).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -105,8 +118,10 @@ asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom 
   constexpr int LDA = kBK + 8;  // 80-byte rows: ldmatrix rows 16-byte aligned, banks distinct
   constexpr int LDB = kNT + 8;  // 144-byte rows
   constexpr int MI = 4, NI = 4;  // the warp tile: 64 rows x 32 channels
-  __shared__ __align__(16) T As[kARows][LDA];
-  __shared__ __align__(16) T Bs[kBK][LDB];
+  // Two stages: while step s = (chunk, tap) is multiplied, the weights of step s + 1 (and, at a
+  // chunk's last tap, the next chunk's lines) are in flight into the other buffers.
+  __shared__ __align__(16) T As[2][kARows][LDA];
+  __shared__ __align__(16) T Bs[2][kBK][LDB];
   __shared__ float red[2][2][kNT];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -123,17 +138,26 @@ asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom 
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-  for (int ci0 = 0; ci0 < g.Ci; ci0 += kBK) {
-    __syncthreads();  // previous chunk's tiles are no longer read
-    load_lines<T, LDA>(As, x, g, line0, ci0, vec_x);
-    for (int t = 0; t < g.taps; ++t) {
-      load_weights<T, LDB>(Bs, w, t, ci0, co0, g.Ci, g.Co, vec_w);
-      __syncthreads();
-#pragma unroll
-      for (int kk = 0; kk < kBK; kk += 16)  // the tap = a shift of t rows of the A tile
-        warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As, 64 * wm + t, Bs, 32 * wn, kk, lane);
-      __syncthreads();  // Bs is reloaded for the next tap
+  const int steps = ((g.Ci + kBK - 1) / kBK) * g.taps;
+  load_lines<T, LDA, true>(As[0], x, g, line0, 0, vec_x);
+  load_weights<T, LDB, true>(Bs[0], w, 0, 0, co0, g.Ci, g.Co, vec_w);
+  cp_async_commit();
+  for (int s = 0; s < steps; ++s) {
+    const int chunk = s / g.taps, t = s - chunk * g.taps;
+    cp_async_wait_all();
+    // Step s's tiles are now visible to every thread, and every thread is done with step
+    // s - 1, whose buffers the loads below overwrite.
+    __syncthreads();
+    if (s + 1 < steps) {
+      const int c1 = (s + 1) / g.taps, t1 = s + 1 - c1 * g.taps;
+      if (t1 == 0) load_lines<T, LDA, true>(As[c1 % 2], x, g, line0, c1 * kBK, vec_x);
+      load_weights<T, LDB, true>(Bs[(s + 1) % 2], w, t1, c1 * kBK, co0, g.Ci, g.Co, vec_w);
+      cp_async_commit();
     }
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16)  // the tap = a shift of t rows of the A tile
+      warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As[chunk % 2], 64 * wm + t, Bs[s % 2], 32 * wn, kk,
+                                        lane);
   }
 
   // Epilogue straight from the fragments (rows g and g + 8 of each m16 tile).
@@ -173,9 +197,9 @@ asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, A
 
   for (int ci0 = 0; ci0 < g.Ci; ci0 += kBK) {
     __syncthreads();
-    load_lines<float, LDA>(As, x, g, line0, ci0, vec_x);
+    load_lines<float, LDA, false>(As, x, g, line0, ci0, vec_x);
     for (int t = 0; t < g.taps; ++t) {
-      load_weights<float, LDB>(Bs, w, t, ci0, co0, g.Ci, g.Co, vec_w);
+      load_weights<float, LDB, false>(Bs, w, t, ci0, co0, g.Ci, g.Co, vec_w);
       __syncthreads();
 #pragma unroll 4
       for (int k = 0; k < kBK; ++k) {

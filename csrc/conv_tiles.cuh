@@ -24,6 +24,21 @@ __device__ __forceinline__ void zero_vec(T* dst) {
   *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
 }
 
+// 16-byte global -> shared copy that bypasses the registers (cp.async, sm_80+): the loads of the
+// next pipeline stage stay in flight while the current one is multiplied. `valid` false:
+// nothing is read (src may be any mapped address) and the 16 bytes are zero-filled.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+               :
+               : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Wait for all of this thread's copies; a __syncthreads() after it publishes everyone's.
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
 // ---- tensor-core fragments (PTX ISA, "Matrix fragments for mma.m16n8k16") -------------------
 // The same path for fp16 and bf16: nvcuda::wmma loads bf16 tiles with generic LD instructions
 // (no LDSM), so the kernels use ldmatrix and mma.sync directly. Lane = 4 g + q holds, of a

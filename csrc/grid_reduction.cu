@@ -33,16 +33,121 @@ struct GridGeom {
   bool vec_x, vec_w;
 };
 
+// ---- the grid-reduction kernel's pipeline pieces -------------------------------------------
+
+// The pool work of chunk k is done by the blocks with blockIdx.y == k mod gridDim.y.
+__device__ __forceinline__ bool pool_in_block(const void* pool, int chunk) {
+  return pool != nullptr && (chunk % (int)gridDim.y) == (int)blockIdx.y;
+}
+
+// arg: the winning taps (0..8) of a slot's V <= 8 channels as 4-bit fields of one word (16
+// fewer registers than a byte each).
+template <int PER, int V>
+__device__ __forceinline__ void reset_pool(float (&best)[PER][V], uint32_t (&arg)[PER]) {
+  static_assert(V <= 8, "4-bit tap fields in one 32-bit word");
+#pragma unroll
+  for (int s = 0; s < PER; ++s) {
+    arg[s] = 0;
+#pragma unroll
+    for (int e = 0; e < V; ++e) best[s][e] = -INFINITY;
+  }
+}
+
+// This thread's A vectors of tap t, channels [ci0, ci0 + kBK), into registers (zeros outside).
+template <typename T, int PER>
+__device__ __forceinline__ void grid_load_a(uint4 (&raw)[PER], const T* __restrict__ x,
+                                            const GridGeom& g, const int64_t (&win)[PER],
+                                            const int (&cv)[PER], int ci0, int t) {
+  const int kh = t / 3, kw = t - 3 * (t / 3);
+#pragma unroll
+  for (int s = 0; s < PER; ++s) {
+    raw[s] = make_uint4(0, 0, 0, 0);
+    if (win[s] >= 0)
+      load_vec<T>(reinterpret_cast<T*>(&raw[s]), x + (win[s] + kh * g.W + kw) * g.Ci, ci0 + cv[s],
+                  g.Ci, g.vec_x);
+  }
+}
+
+// Fold the loaded vectors into the pool's running max (torch's rule: NaN wins, first maximum
+// kept) and store them into the A buffer.
+template <typename T, int PER, int LDA>
+__device__ __forceinline__ void grid_take_a(const uint4 (&raw)[PER], T (*As)[LDA],
+                                            const int (&row)[PER], const int (&cv)[PER],
+                                            const int64_t (&win)[PER], bool pool_here, int t,
+                                            float (&best)[PER][16 / sizeof(T)],
+                                            uint32_t (&arg)[PER]) {
+  constexpr int V = 16 / sizeof(T);
+#pragma unroll
+  for (int s = 0; s < PER; ++s) {
+    if (pool_here && win[s] >= 0) {
+      const T* vals = reinterpret_cast<const T*>(&raw[s]);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float v = to_f(vals[e]);
+        if (pool_takes(v, best[s][e])) {
+          best[s][e] = v;
+          arg[s] = (arg[s] & ~(0xFu << (4 * e))) | ((uint32_t)t << (4 * e));
+        }
+      }
+    }
+    *reinterpret_cast<uint4*>(&As[row[s]][cv[s]]) = raw[s];
+  }
+}
+
+// The weights of tap t, channels [ci0, ci0 + kBK) x [co0, co0 + kNT), by cp.async when the
+// output channels are vector-aligned (zero-filled outside), else by plain loads.
+template <typename T, int LDB>
+__device__ __forceinline__ void grid_load_b(T (*Bs)[LDB], const T* __restrict__ w,
+                                            const GridGeom& g, int t, int ci0, int co0) {
+  constexpr int V = 16 / sizeof(T);
+  for (int i = threadIdx.x; i < kBK * (kNT / V); i += kThreads) {
+    const int k = i / (kNT / V), c = (i % (kNT / V)) * V;
+    const T* src = w + ((int64_t)t * g.Ci + ci0 + k) * g.Co;
+    if (g.vec_w) {
+      const bool any = ci0 + k < g.Ci && co0 + c < g.Co;
+      cp_async_16(&Bs[k][c], any ? src + co0 + c : w, any);
+    } else if (ci0 + k < g.Ci) {
+      load_vec<T>(&Bs[k][c], src, co0 + c, g.Co, false);
+    } else {
+      zero_vec<T>(&Bs[k][c]);
+    }
+  }
+}
+
+// The finished pool of one chunk: values (exact: T values) into their slice, taps into argmax.
+template <typename T, int PER, int V>
+__device__ __forceinline__ void store_pool(const float (&best)[PER][V],
+                                           const uint32_t (&arg)[PER], T* __restrict__ pool,
+                                           int pool_c, int pool_off, uint8_t* __restrict__ argmax,
+                                           const GridGeom& g, int64_t m0, const int (&row)[PER],
+                                           const int (&cv)[PER], const int64_t (&win)[PER],
+                                           int ci0) {
+#pragma unroll
+  for (int s = 0; s < PER; ++s) {
+    if (win[s] < 0) continue;
+    const int64_t m = m0 + row[s];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const int c = ci0 + cv[s] + e;
+      if (c < g.Ci) {
+        pool[m * pool_c + pool_off + c] = from_f<T>(best[s][e]);
+        argmax[m * g.Ci + c] = (uint8_t)((arg[s] >> (4 * e)) & 0xFu);
+      }
+    }
+  }
+}
+
 /// Implicit-GEMM 3x3/2 conv + (optionally) the 3x3/2 max-pool of the same windows. fp16/bf16.
 /// 4 warps as 2 x 2, warp tile 32 pixels x 32 channels (2 x 4 m16n8 fragments). Per tap and
 /// 32-channel chunk the block stages a 64 x 32 A tile (4 KB bf16, 9 shifted reads of windows
 /// that overlap, mostly L2 hits) and a 32 x 64 weight tile (4 KB) for 2 * 64 * 64 * 32 =
 /// 262 kFLOP: 32 FLOP per staged byte, so the ceiling aimed at is the L2 -> SM staging rate
 /// (~10 TB/s on H100: ~300 TFLOP/s), below the mma.sync rate; each k16 step issues 2 LDSM (A)
-/// + 2 LDSM.T (B) per 8 HMMA, conflict-free (80 B / 144 B shared rows). The pool costs no extra
-/// global read: it takes the max of the A vectors this thread loads anyway.
+/// + 2 LDSM.T (B) per 8 HMMA, conflict-free (80 B / 144 B shared rows), in a 2-stage pipeline
+/// (one barrier per tap). The pool costs no extra global read: it takes the max of the A
+/// vectors this thread loads anyway.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)  // <= 128 registers: 4 blocks per SM
 grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeom g, Epilogue ep,
                        T* __restrict__ pool, int pool_c, int pool_off, uint8_t* __restrict__ argmax,
                        bool pair_ok) {
@@ -52,8 +157,11 @@ grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeo
   constexpr int V = 16 / sizeof(T);
   constexpr int VPR = kBK / V;                  // 16-byte vectors per A row
   constexpr int PER = kMT * VPR / kThreads;     // A vectors per thread
-  __shared__ __align__(16) T As[kMT][LDA];
-  __shared__ __align__(16) T Bs[kBK][LDB];
+  // Two stages: while step s = (chunk, tap) is multiplied, step s + 1's weights are in flight by
+  // cp.async and its input vectors by plain loads into registers (the pool needs the values),
+  // stored to the other A buffer after the MMAs.
+  __shared__ __align__(16) T As[2][kMT][LDA];
+  __shared__ __align__(16) T Bs[2][kBK][LDB];
   __shared__ float red[2][2][kNT];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -89,73 +197,40 @@ grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeo
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 
-  const int nchunks = (g.Ci + kBK - 1) / kBK;
-  for (int chunk = 0; chunk < nchunks; ++chunk) {
-    const int ci0 = chunk * kBK;
-    const bool pool_here = pool != nullptr && (chunk % gridDim.y) == blockIdx.y;
-    float best[PER][V];
-    uint8_t arg[PER][V];
-#pragma unroll
-    for (int s = 0; s < PER; ++s)
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        best[s][e] = -INFINITY;
-        arg[s][e] = 0;
-      }
-
-    for (int t = 0; t < 9; ++t) {
-      const int kh = t / 3, kw = t % 3;
-      __syncthreads();  // the previous tap's tiles are no longer read
-#pragma unroll
-      for (int s = 0; s < PER; ++s) {
-        uint4 raw = make_uint4(0, 0, 0, 0);
-        T* vals = reinterpret_cast<T*>(&raw);
-        if (win[s] >= 0) {
-          const T* src = x + (win[s] + kh * g.W + kw) * g.Ci;
-          load_vec<T>(vals, src, ci0 + cv[s], g.Ci, g.vec_x);
-          if (pool_here) {
-#pragma unroll
-            for (int e = 0; e < V; ++e) {
-              const float v = to_f(vals[e]);
-              if (pool_takes(v, best[s][e])) {
-                best[s][e] = v;
-                arg[s][e] = (uint8_t)t;
-              }
-            }
-          }
-        }
-        *reinterpret_cast<uint4*>(&As[row[s]][cv[s]]) = raw;
-      }
-      // B tile: w_packed[t][ci0 .. ci0 + kBK][co0 .. co0 + kNT]
-      for (int i = threadIdx.x; i < kBK * (kNT / V); i += kThreads) {
-        const int k = i / (kNT / V), c = (i % (kNT / V)) * V;
-        if (ci0 + k < g.Ci) {
-          load_vec<T>(&Bs[k][c], w + ((int64_t)t * g.Ci + ci0 + k) * g.Co, co0 + c, g.Co, g.vec_w);
-        } else {
-          zero_vec<T>(&Bs[k][c]);
-        }
-      }
-      __syncthreads();
-#pragma unroll
-      for (int kk = 0; kk < kBK; kk += 16)
-        warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As, 32 * wm, Bs, 32 * wn, kk, lane);
+  float best[PER][V];  // the pool of the chunk being loaded: running max and winning tap
+  uint32_t arg[PER];
+  reset_pool<PER, V>(best, arg);
+  uint4 raw[PER];
+  const int steps = ((g.Ci + kBK - 1) / kBK) * 9;
+  grid_load_a<T, PER>(raw, x, g, win, cv, 0, 0);
+  grid_take_a<T, PER, LDA>(raw, As[0], row, cv, win, pool_in_block(pool, 0), 0, best, arg);
+  grid_load_b<T, LDB>(Bs[0], w, g, 0, 0, co0);
+  cp_async_commit();
+  for (int s = 0; s < steps; ++s) {
+    const int chunk = s / 9;
+    cp_async_wait_all();
+    // Step s's tiles are now visible to every thread, and every thread is done with step
+    // s - 1, whose buffers are refilled below.
+    __syncthreads();
+    const bool more = s + 1 < steps;
+    const int c1 = (s + 1) / 9, t1 = s + 1 - c1 * 9;
+    if (more) {
+      grid_load_b<T, LDB>(Bs[(s + 1) % 2], w, g, t1, c1 * kBK, co0);
+      cp_async_commit();
+      grid_load_a<T, PER>(raw, x, g, win, cv, c1 * kBK, t1);
     }
-
-    if (pool_here) {
 #pragma unroll
-      for (int s = 0; s < PER; ++s) {
-        if (win[s] < 0) continue;
-        const int64_t m = m0 + row[s];
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          const int c = ci0 + cv[s] + e;
-          if (c < g.Ci) {
-            pool[m * pool_c + pool_off + c] = from_f<T>(best[s][e]);  // exact: a T value
-            argmax[m * g.Ci + c] = arg[s][e];
-          }
-        }
-      }
+    for (int kk = 0; kk < kBK; kk += 16)
+      warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As[s % 2], 32 * wm, Bs[s % 2], 32 * wn, kk, lane);
+    if (!more || t1 == 0) {  // every tap of `chunk` is taken: its pool is complete
+      if (pool_in_block(pool, chunk))
+        store_pool<T, PER, V>(best, arg, pool, pool_c, pool_off, argmax, g, m0, row, cv, win,
+                              chunk * kBK);
+      reset_pool<PER, V>(best, arg);
     }
+    if (more)
+      grid_take_a<T, PER, LDA>(raw, As[(s + 1) % 2], row, cv, win, pool_in_block(pool, c1), t1,
+                               best, arg);
   }
 
   // Conv epilogue straight from the fragments (rows g and g + 8 of each m16 tile).
