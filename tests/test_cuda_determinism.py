@@ -137,12 +137,12 @@ def test_gpu_training_step_under_deterministic_algorithms(extension):
 
 @pytest.mark.gpu
 def test_gpu_extension_refuses_aliasing(extension):
-    x = _cl(torch.randn(2, 16, 9, 9, device="cuda", dtype=torch.float16))
     w = torch.randn(8, 16, 1, 3, device="cuda", dtype=torch.float16)
-    buf = _cl(torch.zeros(2, 24, 9, 9, device="cuda", dtype=torch.float16))
-    buf[:, :16] = x
+    buf = torch.randn(2 * 9 * 9 * 24, device="cuda", dtype=torch.float16)
+    x_in = buf[:2 * 9 * 9 * 16].view(2, 9, 9, 16).permute(0, 3, 1, 2)  # channels_last views
+    out_in = buf.view(2, 9, 9, 24).permute(0, 3, 1, 2)                  # of one buffer
     with pytest.raises(RuntimeError, match="asym_conv: out shares memory with the input"):
-        extension.asym_conv(buf[:, :16], w, 1, buf, 16)
+        extension.asym_conv(x_in, w, 1, out_in, 16)
     y = _cl(torch.randn(2, 8, 9, 9, device="cuda", dtype=torch.float16))
     with pytest.raises(RuntimeError, match="bn_apply_relu: out shares memory with y"):
         extension.bn_apply_relu(y, torch.ones(8, device="cuda"), torch.zeros(8, device="cuda"),
