@@ -173,6 +173,10 @@ asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom 
 }
 
 /// fp32 path on CUDA cores, same block tile (full-precision fp32 has no tensor-core path).
+/// Same global traffic per tile as the tensor-core kernel at twice the bytes per element; per
+/// k step a thread reads 16 A floats + one float4 of B from shared memory for 64 FMA (1.6 FLOP
+/// per shared byte), so the ceiling aimed at is the FFMA rate (~60 TFLOP/s fp32 on an H100),
+/// shared-memory reads just below it.
 /// Thread (ty = tid / 16, tx = tid % 16) computes rows
 /// ty + 8 i (i < 16) x channels 4 tx .. 4 tx + 3.
 __global__ void __launch_bounds__(kThreads)
