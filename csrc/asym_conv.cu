@@ -109,8 +109,9 @@ __device__ __forceinline__ int64_t virtual_row_pixel(const AsymGeom& g, int line
 /// the ceiling aimed at is the mma.sync rate, not bandwidth; each k16 step issues 4 LDSM (A) +
 /// 2 LDSM.T (B) per 16 HMMA. Shared rows of 80 B (A) and 144 B (B) put the 8 rows of every
 /// ldmatrix phase in distinct banks (conflict-free). Operands arrive by cp.async in a 2-stage
-/// pipeline (one barrier per tap; the next tap's weights load during this tap's MMAs). At 17x17 with 7 taps 66% of the virtual
-/// rows are real outputs (5 padded lines of 23 per 128 rows, 17 of each 23 stored).
+/// pipeline (one barrier per tap; the next tap's weights load during this tap's MMAs). At 17x17
+/// with 7 taps 66% of the virtual rows are real outputs (5 padded lines of 23 per 128 rows, 17
+/// of each 23 stored).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom g, Epilogue ep,

@@ -7,7 +7,8 @@
 // All but bn_finalize are bandwidth-bound (a few FLOP per byte): the ceiling aimed at is HBM
 // bandwidth. They run on 2-D grids (x: vectors of VW channels, y: pixel rows; no per-element
 // division) and move 16 bytes per thread per access where the channel count, offsets and
-// pointers allow it (VW = 8 for 16-bit types, 4 for fp32), else one channel per thread.
+// pointers allow it (VW = 8 for 16-bit types, 4 for fp32; `<name>_v16_kernel`), else one
+// channel per thread (`<name>_kernel`); see grid_reduction.cu for why two names.
 // Sums are deterministic: each block reduces its rows in a fixed order into one fp32 partial
 // per channel, and reduce_partials adds the partials in a fixed order (no float atomics).
 // The torch reference of each is in inception_fast/ops/csrc_reference.py.
@@ -73,8 +74,8 @@ __device__ __forceinline__ void block_partials(const float (&a)[VW], const float
 /// Per-channel sum and sum of squares of y [M, C] into per-block partials.
 /// Reads 2 (or 4) bytes per element once, 3 FLOP per element.
 template <typename T, int VW>
-__global__ void __launch_bounds__(kThreads)
-bn_stats_kernel(const T* __restrict__ y, int64_t M, int C, int64_t rpb, float* __restrict__ part) {
+__device__ __forceinline__ void bn_stats_body(const T* __restrict__ y, int64_t M, int C,
+                                              int64_t rpb, float* __restrict__ part) {
   const int c = (blockIdx.y * blockDim.x + threadIdx.x) * VW;
   const int64_t m0 = (int64_t)blockIdx.x * rpb;
   const int64_t m1 = min(m0 + rpb, M);
@@ -93,6 +94,18 @@ bn_stats_kernel(const T* __restrict__ y, int64_t M, int C, int64_t rpb, float* _
     }
   }
   block_partials<VW>(s, ss, c, C, part);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_stats_kernel(const T* __restrict__ y, int64_t M, int C, int64_t rpb, float* __restrict__ part) {
+  bn_stats_body<T, 1>(y, M, C, rpb, part);
+}
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_stats_v16_kernel(const T* __restrict__ y, int64_t M, int C, int64_t rpb,
+                    float* __restrict__ part) {
+  bn_stats_body<T, 16 / sizeof(T)>(y, M, C, rpb, part);
 }
 
 /// sum[c] += fixed-order sum over the row blocks of part[0][.][c] (sumsq likewise from part[1]):
@@ -149,9 +162,10 @@ constexpr int kUnrollBwd = 2;  // in bn_relu_bwd_apply (two vectors each; 4 woul
 /// out[m, out_off + c] = relu(y[m, c] * scale[c] + shift[c]). Per element: one read, one
 /// write, 2 FLOP; scale / shift loaded once per thread, kUnroll vector loads in flight.
 template <typename T, int VW>
-__global__ void __launch_bounds__(kThreads)
-bn_apply_relu_kernel(const T* __restrict__ y, int64_t M, int C, const float* __restrict__ scale,
-                     const float* __restrict__ shift, T* __restrict__ out, int out_c, int out_off) {
+__device__ __forceinline__ void bn_apply_relu_body(const T* __restrict__ y, int64_t M, int C,
+                                                   const float* __restrict__ scale,
+                                                   const float* __restrict__ shift,
+                                                   T* __restrict__ out, int out_c, int out_off) {
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VW;
   if (c >= C) return;
   float sc[VW], sh[VW];
@@ -175,13 +189,29 @@ bn_apply_relu_kernel(const T* __restrict__ y, int64_t M, int C, const float* __r
   }
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_apply_relu_kernel(const T* __restrict__ y, int64_t M, int C, const float* __restrict__ scale,
+                     const float* __restrict__ shift, T* __restrict__ out, int out_c, int out_off) {
+  bn_apply_relu_body<T, 1>(y, M, C, scale, shift, out, out_c, out_off);
+}
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_apply_relu_v16_kernel(const T* __restrict__ y, int64_t M, int C, const float* __restrict__ scale,
+                         const float* __restrict__ shift, T* __restrict__ out, int out_c,
+                         int out_off) {
+  bn_apply_relu_body<T, 16 / sizeof(T)>(y, M, C, scale, shift, out, out_c, out_off);
+}
+
 /// Backward reductions of ReLU(BN(y)) into per-block partials: sum of the masked gradient and
 /// of gradient * xhat. Reads y and g once (4 bytes per 16-bit element pair).
 template <typename T, int VW>
-__global__ void __launch_bounds__(kThreads)
-bn_relu_bwd_reduce_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
-                          int64_t M, int C, int64_t rpb, const float* scale, const float* shift,
-                          const float* mean, const float* invstd, float* __restrict__ part) {
+__device__ __forceinline__ void bn_relu_bwd_reduce_body(const T* __restrict__ g, int g_c, int g_off,
+                                                        const T* __restrict__ y, int64_t M, int C,
+                                                        int64_t rpb, const float* scale,
+                                                        const float* shift, const float* mean,
+                                                        const float* invstd,
+                                                        float* __restrict__ part) {
   const int c = (blockIdx.y * blockDim.x + threadIdx.x) * VW;
   const int64_t m0 = (int64_t)blockIdx.x * rpb;
   const int64_t m1 = min(m0 + rpb, M);
@@ -209,15 +239,32 @@ bn_relu_bwd_reduce_kernel(const T* __restrict__ g, int g_c, int g_off, const T* 
   block_partials<VW>(s, sx, c, C, part);
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_relu_bwd_reduce_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
+                          int64_t M, int C, int64_t rpb, const float* scale, const float* shift,
+                          const float* mean, const float* invstd, float* __restrict__ part) {
+  bn_relu_bwd_reduce_body<T, 1>(g, g_c, g_off, y, M, C, rpb, scale, shift, mean, invstd, part);
+}
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_relu_bwd_reduce_v16_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
+                              int64_t M, int C, int64_t rpb, const float* scale, const float* shift,
+                              const float* mean, const float* invstd, float* __restrict__ part) {
+  bn_relu_bwd_reduce_body<T, 16 / sizeof(T)>(g, g_c, g_off, y, M, C, rpb, scale, shift, mean,
+                                             invstd, part);
+}
+
 /// dy = scale * (gm - (sum_g + xhat * sum_gx) / count) in training, scale * gm in eval.
 /// Per element: two reads, one write; the per-channel terms loaded once per thread.
 template <typename T, int VW>
-__global__ void __launch_bounds__(kThreads)
-bn_relu_bwd_apply_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
-                         int64_t M, int C, const float* scale, const float* shift,
-                         const float* mean, const float* invstd, const double* sum_g,
-                         const double* sum_gx, double inv_count, bool training,
-                         T* __restrict__ dy) {
+__device__ __forceinline__ void bn_relu_bwd_apply_body(const T* __restrict__ g, int g_c, int g_off,
+                                                       const T* __restrict__ y, int64_t M, int C,
+                                                       const float* scale, const float* shift,
+                                                       const float* mean, const float* invstd,
+                                                       const double* sum_g, const double* sum_gx,
+                                                       double inv_count, bool training,
+                                                       T* __restrict__ dy) {
   const int c = (blockIdx.x * blockDim.x + threadIdx.x) * VW;
   if (c >= C) return;
   float sc[VW], sh[VW], mu[VW], is[VW], mg[VW], mgx[VW];
@@ -253,6 +300,27 @@ bn_relu_bwd_apply_kernel(const T* __restrict__ g, int g_c, int g_off, const T* _
       store_vals<T, VW>(dy + m * C + c, d);
     }
   }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_relu_bwd_apply_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
+                         int64_t M, int C, const float* scale, const float* shift,
+                         const float* mean, const float* invstd, const double* sum_g,
+                         const double* sum_gx, double inv_count, bool training,
+                         T* __restrict__ dy) {
+  bn_relu_bwd_apply_body<T, 1>(g, g_c, g_off, y, M, C, scale, shift, mean, invstd, sum_g, sum_gx,
+                               inv_count, training, dy);
+}
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+bn_relu_bwd_apply_v16_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
+                             int64_t M, int C, const float* scale, const float* shift,
+                             const float* mean, const float* invstd, const double* sum_g,
+                             const double* sum_gx, double inv_count, bool training,
+                             T* __restrict__ dy) {
+  bn_relu_bwd_apply_body<T, 16 / sizeof(T)>(g, g_c, g_off, y, M, C, scale, shift, mean, invstd,
+                                            sum_g, sum_gx, inv_count, training, dy);
 }
 
 // Grid of the elementwise kernels: x = channel vectors, y = pixel rows (kUnroll per thread).
@@ -298,11 +366,11 @@ cudaError_t launch_bn_stats(DType dt, const void* y, int64_t M, int C, double* s
     constexpr int V = 16 / sizeof(T);
     if (vec_ok<T>(C, {}, {y})) {
       const dim3 block = block_for(C / V);
-      bn_stats_kernel<T, V><<<dim3((unsigned)rows, (C / V + block.x - 1) / block.x), block, 0,
+      bn_stats_v16_kernel<T><<<dim3((unsigned)rows, (C / V + block.x - 1) / block.x), block, 0,
                               stream>>>(static_cast<const T*>(y), M, C, rpb, part);
     } else {
       const dim3 block = block_for(C);
-      bn_stats_kernel<T, 1><<<dim3((unsigned)rows, (C + block.x - 1) / block.x), block, 0,
+      bn_stats_kernel<T><<<dim3((unsigned)rows, (C + block.x - 1) / block.x), block, 0,
                               stream>>>(static_cast<const T*>(y), M, C, rpb, part);
     }
   });
@@ -329,11 +397,11 @@ cudaError_t launch_bn_apply_relu(DType dt, const void* y, int64_t M, int C, cons
     if (vec_ok<T>(C, {out_c, out_off}, {y, out})) {
       const dim3 block = block_for(C / V);
       const dim3 grid = elementwise_grid(block, C / V, M, kUnroll);
-      bn_apply_relu_kernel<T, V><<<grid, block, 0, stream>>>(
+      bn_apply_relu_v16_kernel<T><<<grid, block, 0, stream>>>(
           static_cast<const T*>(y), M, C, scale, shift, static_cast<T*>(out), out_c, out_off);
     } else {
       const dim3 block = block_for(C);
-      bn_apply_relu_kernel<T, 1><<<elementwise_grid(block, C, M, kUnroll), block, 0, stream>>>(
+      bn_apply_relu_kernel<T><<<elementwise_grid(block, C, M, kUnroll), block, 0, stream>>>(
           static_cast<const T*>(y), M, C, scale, shift, static_cast<T*>(out), out_c, out_off);
     }
   });
@@ -350,13 +418,13 @@ cudaError_t launch_bn_relu_bwd_reduce(DType dt, const void* g, int g_c, int g_of
     constexpr int V = 16 / sizeof(T);
     if (vec_ok<T>(C, {g_c, g_off}, {g, y})) {
       const dim3 block = block_for(C / V);
-      bn_relu_bwd_reduce_kernel<T, V><<<dim3((unsigned)rows, (C / V + block.x - 1) / block.x),
+      bn_relu_bwd_reduce_v16_kernel<T><<<dim3((unsigned)rows, (C / V + block.x - 1) / block.x),
                                         block, 0, stream>>>(
           static_cast<const T*>(g), g_c, g_off, static_cast<const T*>(y), M, C, rpb, scale, shift,
           mean, invstd, part);
     } else {
       const dim3 block = block_for(C);
-      bn_relu_bwd_reduce_kernel<T, 1><<<dim3((unsigned)rows, (C + block.x - 1) / block.x), block,
+      bn_relu_bwd_reduce_kernel<T><<<dim3((unsigned)rows, (C + block.x - 1) / block.x), block,
                                         0, stream>>>(
           static_cast<const T*>(g), g_c, g_off, static_cast<const T*>(y), M, C, rpb, scale, shift,
           mean, invstd, part);
@@ -379,13 +447,13 @@ cudaError_t launch_bn_relu_bwd_apply(DType dt, const void* g, int g_c, int g_off
     if (vec_ok<T>(C, {g_c, g_off}, {g, y, dy})) {
       const dim3 block = block_for(C / V);
       const dim3 grid = elementwise_grid(block, C / V, M, kUnrollBwd);
-      bn_relu_bwd_apply_kernel<T, V><<<grid, block, 0, stream>>>(
+      bn_relu_bwd_apply_v16_kernel<T><<<grid, block, 0, stream>>>(
           static_cast<const T*>(g), g_c, g_off, static_cast<const T*>(y), M, C, scale, shift, mean,
           invstd, sum_g, sum_gx, inv_count, training, static_cast<T*>(dy));
     } else {
       const dim3 block = block_for(C);
       const dim3 grid = elementwise_grid(block, C, M, kUnrollBwd);
-      bn_relu_bwd_apply_kernel<T, 1><<<grid, block, 0, stream>>>(
+      bn_relu_bwd_apply_kernel<T><<<grid, block, 0, stream>>>(
           static_cast<const T*>(g), g_c, g_off, static_cast<const T*>(y), M, C, scale, shift, mean,
           invstd, sum_g, sum_gx, inv_count, training, static_cast<T*>(dy));
     }
