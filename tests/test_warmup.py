@@ -66,6 +66,8 @@ def test_warmed_cache_is_hit_and_compiles_nothing(tmp_path):
     assert small < full / 2, (small, full)
     manifest = json.loads((moved / "inception_fast_warmup.json").read_text())
     assert manifest["arch"] == 90 and manifest["binary_only"], manifest
+    r = _cli("--stack-check", "--cache-dir", str(moved), "--arch", "90", cache=moved)
+    assert r.returncode == 0 and "matches" in r.stdout, r.stdout + r.stderr[-2000:]
     r = _phase("hit", moved)
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     assert "2 of 2 launches served from the cache" in r.stdout, r.stdout
@@ -81,3 +83,22 @@ def test_dry_run_lists_the_plan(tmp_path):
     assert "warmup plan: 2 variants for sm_90" in r.stdout, r.stdout
     assert "estimated compile time" in r.stdout, r.stdout
     assert not any(tmp_path.rglob("*.cubin")), "a dry run compiles nothing"
+
+
+def test_stack_check_refuses_a_cache_of_another_triton_or_arch(tmp_path):
+    """bench/run_gpu.sh uses a brought cache only if this passes: a manifest of another Triton
+    build (here its source/library hash changed, as between Python versions) or arch fails."""
+    from inception_fast.kernel_report import warmup_cache as wc
+
+    here = dict(wc.stack_key(90), workloads=[])
+    for field, value in (("triton_key", "0" * 16), ("arch", 80), ("ptxas", "other")):
+        d = tmp_path / field
+        d.mkdir()
+        wc.write_manifest(d, dict(here, **{field: value}))
+        r = _cli("--stack-check", "--cache-dir", str(d), "--arch", "90", cache=d)
+        assert r.returncode == 1 and field in r.stdout, r.stdout + r.stderr[-2000:]
+    wc.write_manifest(tmp_path, here)  # the control: this stack's own manifest passes
+    r = _cli("--stack-check", "--cache-dir", str(tmp_path), "--arch", "90", cache=tmp_path)
+    assert r.returncode == 0 and "matches" in r.stdout, r.stdout + r.stderr[-2000:]
+    r = _cli("--stack-check", "--cache-dir", str(tmp_path / "absent"), cache=tmp_path)
+    assert r.returncode == 1 and "no cache directory" in r.stdout, r.stdout

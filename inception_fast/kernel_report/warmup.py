@@ -12,6 +12,8 @@ the visible GPU unless --arch says otherwise.
     inception-fast warmup --dry-run        # the variants and an estimated compile time
     inception-fast warmup --check          # how many are already cached (compiles nothing)
     inception-fast warmup --binary-only    # then keep only cubin + metadata (~1/9 the size)
+    inception-fast warmup --stack-check --cache-dir D   # was D built by this Triton for this
+                                           # target? (reads its manifest; compiles nothing)
 
 Python: warmup(size=299, batches=(256,), modes=("train", "eval"), ...) -> dict, in a process
 whose Triton interpreter is off (TRITON_INTERPRET unset or 0 before triton is imported)."""
@@ -149,6 +151,26 @@ def check(size=299, batches=(256,), dtype="bf16", modes=("train", "eval"), arch=
                 mismatch=wc.manifest_mismatch(d, arch), cache=wc.summary(d))
 
 
+def stack_check(cache_dir, arch=None) -> int:
+    """0 when `cache_dir` holds a warmup manifest of this Triton build (version, the hash of
+    its sources and libtriton, which differs per Python version) and this target (arch, ptxas),
+    with its entries re-pointed at their files here; 1 otherwise, printing why."""
+    from . import warmup_cache as wc
+
+    d = Path(cache_dir) if cache_dir is not None else wc.cache_dir()
+    arch = arch or default_arch()
+    why = (f"no cache directory {d}" if not d.is_dir() else wc.manifest_mismatch(d, arch))
+    if why:
+        print(f"warmup --stack-check: {d} does not match this machine: {why}")
+        return 1
+    wc.rewrite_groups(d)
+    m, s = wc.read_manifest(d), wc.summary(d)
+    print(f"warmup --stack-check: {d} matches (Triton {m['triton']}, sm_{arch}, built "
+          f"{m.get('date')}, {', '.join(m.get('workloads', []))}): {s['entries']} entries, "
+          f"{s['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", default="inception_v3",
                    help="inception_v3, inception_v3_paper, or units (two small convs: tests)")
@@ -169,6 +191,10 @@ def add_arguments(p) -> None:
     p.add_argument("--check", action="store_true",
                    help="report how many variants the cache holds; compile nothing (exit 1 if "
                         "any is missing)")
+    p.add_argument("--stack-check", action="store_true",
+                   help="exit 0 if the cache's manifest names this Triton build and target (then "
+                        "point its entries at where it now lies), else 1 saying why; no plan, "
+                        "nothing compiled: what bench/run_gpu.sh asks of a cache brought along")
     p.add_argument("--binary-only", action="store_true",
                    help="after compiling, keep only the binaries and their metadata")
     p.add_argument("--quiet", action="store_true")
@@ -188,6 +214,8 @@ def run(args) -> int:
         knobs.runtime.interpret = False
     from .warmup_estimate import print_plan
 
+    if args.stack_check:
+        return stack_check(args.cache_dir, args.arch)
     if args.dry_run:
         opts = _opts(args)
         print_plan(plan(**opts), args.jobs, opts)
