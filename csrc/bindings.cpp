@@ -127,17 +127,36 @@ at::Tensor pack_weight(const at::Tensor& w) {
   return w.reshape({w.size(0), w.size(1), w.size(2) * w.size(3)}).permute({2, 1, 0}).contiguous();
 }
 
+// The kernels' weight operand: `packed` when the caller has it (the ops keep one per weight
+// version, so a training step packs each weight once, and it may come from fp32 master
+// weights), else packed here from `weight`, which must then be in the input's dtype.
+at::Tensor weight_operand(const at::Tensor& weight, const OptT& packed, const at::Tensor& x,
+                          const char* op) {
+  const int64_t taps = weight.size(2) * weight.size(3), Ci = weight.size(1), Co = weight.size(0);
+  if (!packed) {
+    TORCH_CHECK(weight.scalar_type() == x.scalar_type(), op, ": weight dtype ",
+                weight.scalar_type(), " differs from the input dtype ", x.scalar_type(),
+                " (or pass packed=, the weight packed in the input dtype)");
+    return pack_weight(weight);
+  }
+  check_cuda(*packed, x, op, "packed");
+  TORCH_CHECK(packed->scalar_type() == x.scalar_type(), op, ": packed dtype ",
+              packed->scalar_type(), " differs from the input dtype ", x.scalar_type());
+  TORCH_CHECK(packed->sizes() == at::IntArrayRef({taps, Ci, Co}) && packed->is_contiguous(), op,
+              ": packed must be the contiguous (taps, C_in, C_out) = (", taps, ", ", Ci, ", ", Co,
+              ") packing of the weight, got ", packed->sizes());
+  return *packed;
+}
+
 void asym_conv(const at::Tensor& x, const at::Tensor& weight, int64_t pad, const at::Tensor& out,
                int64_t out_offset, const OptT& sum, const OptT& sumsq, const OptT& scale,
-               const OptT& shift) {
+               const OptT& shift, const OptT& packed) {
   const char* op = "asym_conv";
   check_nhwc(x, x, op, "input");
   const DType dt = dtype_of(x, op, "input");
   check_cuda(weight, x, op, "weight");
   TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in, kh, kw), got ",
               weight.sizes());
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), op, ": weight dtype ",
-              weight.scalar_type(), " differs from the input dtype ", x.scalar_type());
   const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Co = weight.size(0), kh = weight.size(2), kw = weight.size(3);
   TORCH_CHECK(weight.size(1) == Ci, op, ": input has ", Ci, " channels but the weight expects ",
@@ -165,7 +184,7 @@ void asym_conv(const at::Tensor& x, const at::Tensor& weight, int64_t pad, const
                                                    vertical), Co);
     ep.part = part.data_ptr<float>();
   }
-  const at::Tensor wp = pack_weight(weight);
+  const at::Tensor wp = weight_operand(weight, packed, x, op);
   cuda_ok(ifast::launch_asym_conv(dt, x.data_ptr(), wp.data_ptr(), (int)N, (int)H, (int)W, (int)Ci,
                                   (int)Co, (int)taps, (int)pad, vertical, ep,
                                   c10::cuda::getCurrentCUDAStream()),
@@ -174,7 +193,7 @@ void asym_conv(const at::Tensor& x, const at::Tensor& weight, int64_t pad, const
 
 void grid_reduce(const at::Tensor& x, const OptT& weight, const OptT& conv_out, int64_t conv_offset,
                  const OptT& pool_out, int64_t pool_offset, const OptT& argmax, const OptT& sum,
-                 const OptT& sumsq, const OptT& scale, const OptT& shift) {
+                 const OptT& sumsq, const OptT& scale, const OptT& shift, const OptT& packed) {
   const char* op = "grid_reduce";
   check_nhwc(x, x, op, "input");
   const DType dt = dtype_of(x, op, "input");
@@ -197,15 +216,14 @@ void grid_reduce(const at::Tensor& x, const OptT& weight, const OptT& conv_out, 
     TORCH_CHECK(weight->dim() == 4 && weight->size(1) == Ci && weight->size(2) == 3 &&
                     weight->size(3) == 3,
                 op, ": weight must be (C_out, ", Ci, ", 3, 3), got ", weight->sizes());
-    TORCH_CHECK(weight->scalar_type() == x.scalar_type(), op, ": weight dtype ",
-                weight->scalar_type(), " differs from the input dtype ", x.scalar_type());
     Co = weight->size(0);
     check_slice(*conv_out, x, N, Co, OH, OW, conv_offset, x.scalar_type(), op, "conv_out");
     check_no_overlap(*conv_out, x, op, "conv_out", "the input");
     ep = make_epilogue(*conv_out, conv_offset, sum, sumsq, scale, shift, x, Co, op);
-    wp = pack_weight(*weight);
+    wp = weight_operand(*weight, packed, x, op);
   } else {
-    TORCH_CHECK(!sum && !scale, op, ": BN statistics / scale need a conv weight");
+    TORCH_CHECK(!sum && !scale && !packed, op,
+                ": BN statistics / scale / packed need a conv weight");
   }
   if (pool_out) {
     check_slice(*pool_out, x, N, Ci, OH, OW, pool_offset, x.scalar_type(), op, "pool_out");
@@ -401,12 +419,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "1xn / nx1 stride-1 conv into out[:, out_offset:]; optional BN stats (sum, sumsq) or "
         "folded eval BN+ReLU (scale, shift)",
         arg("x"), arg("weight"), arg("pad"), arg("out"), arg("out_offset"), arg("sum") = py::none(),
-        arg("sumsq") = py::none(), arg("scale") = py::none(), arg("shift") = py::none());
+        arg("sumsq") = py::none(), arg("scale") = py::none(), arg("shift") = py::none(),
+        arg("packed") = py::none());
   m.def("grid_reduce", &grid_reduce,
         "fused 3x3/2 conv (fp16/bf16) + 3x3/2 max-pool of the same windows into channel slices",
         arg("x"), arg("weight"), arg("conv_out"), arg("conv_offset"), arg("pool_out"),
         arg("pool_offset"), arg("argmax"), arg("sum") = py::none(), arg("sumsq") = py::none(),
-        arg("scale") = py::none(), arg("shift") = py::none());
+        arg("scale") = py::none(), arg("shift") = py::none(), arg("packed") = py::none());
   m.def("maxpool_bwd", &maxpool_bwd, "3x3/2 max-pool backward (gather by argmax) into dx",
         arg("grad"), arg("grad_offset"), arg("argmax"), arg("dx"), arg("accumulate"));
   m.def("bn_stats", &bn_stats,

@@ -269,3 +269,53 @@ def test_reference_reduce_partials_adds_into_the_fp64_vectors():
     R.reduce_partials(part, s, ss)
     torch.testing.assert_close(s, 1 + part[0].double().sum(0))
     torch.testing.assert_close(ss, part[1].double().sum(0))
+
+
+# ---- weights cast and packed once per weight version -------------------------------------------
+
+def test_weights_are_cast_and_packed_once_per_version(ref_kernels):
+    """fp32 master weights with a bf16 input: the op casts and packs the weight into the
+    kernels' (taps, C_in, C_out) operand once per weight version (forward and backward reuse
+    it), rebuilds it after an in-place update (an optimizer step), and the result follows."""
+    cache = cbr_cuda.PACK_CACHE
+    cache.clear()
+    torch.manual_seed(8)
+    x = torch.randn(2, 4, 6, 9).to(torch.bfloat16)
+    w = (torch.randn(3, 4, 1, 3) * 0.3).requires_grad_()
+    params = bn_params(3)
+
+    def run():
+        out = cbr_cuda.conv_bn_relu_cuda(x, w, *params, padding=(0, 1), training=False)
+        ref = conv_bn_relu_reference(x, w.detach().to(torch.bfloat16), *params, padding=(0, 1),
+                                     training=False)
+        torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2)
+        return out
+
+    run().float().sum().backward()
+    assert w.grad.dtype == torch.float32
+    assert cache.info()["misses"] == 1
+    run()
+    assert cache.info()["misses"] == 1 and cache.info()["hits"] >= 1
+    packed = cache.peek(w)
+    assert packed.dtype == torch.bfloat16 and tuple(packed.shape) == (3, 4, 3)
+    with torch.no_grad():
+        w.mul_(-2.0)  # an optimizer step: new version
+    run()
+    assert cache.info()["misses"] == 2
+
+
+def test_reference_kernels_read_the_packed_operand():
+    """The reference unpacks `packed=` itself, so a wrong packing gives a wrong result (the CPU
+    tests of the ops check their packing through it)."""
+    torch.manual_seed(9)
+    x = torch.randn(1, 4, 5, 7)
+    w = torch.randn(3, 4, 1, 3)
+    a, b = torch.zeros(1, 3, 5, 7), torch.zeros(1, 3, 5, 7)
+    R.asym_conv(x, w, 1, a, 0)
+    R.asym_conv(x, w.double(), 1, b, 0, packed=R.pack_weight(w))  # fp64 master, fp32 operand
+    torch.testing.assert_close(a, b)
+    wrong = R.pack_weight(w).transpose(1, 2).contiguous().transpose(1, 2)  # right shape, no
+    with pytest.raises(ValueError, match="packed must be the contiguous"):   # contiguity
+        R.asym_conv(x, w, 1, b, 0, packed=wrong)
+    with pytest.raises(TypeError, match="weight dtype"):
+        R.asym_conv(x, w.double(), 1, b, 0)

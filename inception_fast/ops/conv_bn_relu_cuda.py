@@ -15,6 +15,10 @@ Same semantics as conv_bn_relu_reference (see conv_bn_relu.py). What computes wh
   gradient of the conv output), then **cuDNN** for the conv's input and weight gradients
   (aten.convolution_backward).
 
+Weights: fp32 master weights (autocast) or the input's dtype; the kernels' operands (the cast for
+cuDNN, the (taps, C_in, C_out) packing for the asymmetric and grid kernels) are made once per
+weight version (ops/param_cache.py), and the weight gradient comes back in the weight's dtype.
+
 Activations are processed channels_last (NHWC); other layouts are converted first. `out`, when
 given, receives the result in out[:, out_offset:out_offset + C_out] (copy-free concat when `out`
 is channels_last, else through a temporary); autograd sees `out` modified in place, and the
@@ -31,15 +35,40 @@ from torch import Tensor
 from ..backends import BackendUnavailableError
 from ..kernels.dtypes import check_kernel_dtype as check_dtype
 from .bn_math import eval_affine, f32_vec
-from .csrc_reference import check_no_overlap
+from .csrc_reference import check_no_overlap, pack_weight
 from .checks import conv_out_size
 from .library import absent, name, present, train_and_eval_ops
+from .param_cache import ParamCache, version_key
 from ..kernels.sizes import conv_out_shape
 
 CL = torch.channels_last
 
 # Tests point this at inception_fast.ops.csrc_reference to run the Functions on CPU tensors.
 kernels_override = None
+
+# conv weight -> its operands in the input's dtype, rebuilt when the weight changes (identity or
+# in-place version): a training step casts (fp32 master weights under autocast) and packs each
+# weight once instead of on every call, forward and backward.
+PACK_CACHE = ParamCache("conv_bn_relu_cuda.pack")
+CAST_CACHE = ParamCache("conv_bn_relu_cuda.cast")
+
+
+def _dtype_key(weight, dtype):
+    key = version_key(weight)
+    return None if key is None else key + (dtype,)
+
+
+def packed_weight(weight, dtype):
+    """The asymmetric / grid kernels' weight operand: contiguous (taps, C_in, C_out) in `dtype`."""
+    return PACK_CACHE.get(weight, _dtype_key(weight, dtype),
+                          lambda: pack_weight(weight.detach().to(dtype)))
+
+
+def weight_as(weight, dtype):
+    """The weight in `dtype` for cuDNN (the conv, its gradients); itself when it already is."""
+    if weight.dtype == dtype:
+        return weight.detach()
+    return CAST_CACHE.get(weight, _dtype_key(weight, dtype), lambda: weight.detach().to(dtype))
 
 
 def kernels():
@@ -59,15 +88,13 @@ def check_kernel_dtype(x: torch.Tensor, what: str) -> None:
     check_dtype(x, f"{what}(backend='cuda')", "input", gemm=False)
 
 
-def weight_in_input_dtype(weight, x, what):
-    """The conv weight in the input's dtype. Under autocast the input is half precision and the
-    parameters stay fp32 (master weights): those are cast (a differentiable cast, so the weight
-    gradient comes back fp32, as torch's autocast conv gives it). Any other mismatch is an
-    error: the kernels take one dtype for both operands."""
-    if weight is None or weight.dtype == x.dtype:
-        return weight
-    if weight.dtype == torch.float32:
-        return weight.to(x.dtype)
+def check_weight_dtype(weight, x, what):
+    """The conv weight is in the input's dtype, or fp32 master weights under autocast (a half
+    precision input): the ops cast and pack those once per weight version (packed_weight,
+    weight_as) and return the weight gradient in fp32, as torch's autocast conv does. Any other
+    mismatch is an error: the kernels take one dtype for both operands."""
+    if weight is None or weight.dtype == x.dtype or weight.dtype == torch.float32:
+        return
     raise TypeError(f"{what}: weight dtype {weight.dtype} must be the input dtype {x.dtype} or "
                     f"float32")
 
@@ -196,7 +223,8 @@ def _forward(x: Tensor, weight: Tensor, gamma: Optional[Tensor], beta: Optional[
     if not training and asym and not save:
         # Eval, nothing to differentiate: conv + folded BN + ReLU in one kernel.
         _, _, scale, shift = eval_affine(g32, b32, running_mean, running_var, eps)
-        kern.asym_conv(xc, weight.detach(), pad, target, off, None, None, scale, shift)
+        kern.asym_conv(xc, weight.detach(), pad, target, off, None, None, scale, shift,
+                       packed=packed_weight(weight, x.dtype))
         y = bn = absent(x)
     else:
         stats = None
@@ -205,11 +233,13 @@ def _forward(x: Tensor, weight: Tensor, gamma: Optional[Tensor], beta: Optional[
             if training:
                 stats = (torch.zeros(Co, dtype=torch.float64, device=x.device),
                          torch.zeros(Co, dtype=torch.float64, device=x.device))
-                kern.asym_conv(xc, weight.detach(), pad, y, 0, *stats)
+                kern.asym_conv(xc, weight.detach(), pad, y, 0, *stats,
+                               packed=packed_weight(weight, x.dtype))
             else:
-                kern.asym_conv(xc, weight.detach(), pad, y, 0)
+                kern.asym_conv(xc, weight.detach(), pad, y, 0,
+                               packed=packed_weight(weight, x.dtype))
         else:  # cuDNN
-            y = F.conv2d(xc, weight.detach(), None, stride, padding)
+            y = F.conv2d(xc, weight_as(weight, x.dtype), None, stride, padding)
             y = y.contiguous(memory_format=CL)
         bn = bn_forward(kern, y, stats, g32, b32, running_mean, running_var, training=training,
                         eps=eps, momentum=momentum, packed=True)
@@ -255,8 +285,10 @@ def conv_bn_relu_cuda_bwd(grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, bn
         dy, sum_g, sum_gx = bn_relu_backward(kernels(), grad, off, y, *bn_rows(bn), training)
     if need_x or need_w:
         dx, dw, _ = torch.ops.aten.convolution_backward(
-            dy, x.contiguous(memory_format=CL), weight, None, list(stride), list(padding),
-            [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+            dy, x.contiguous(memory_format=CL), weight_as(weight, x.dtype), None, list(stride),
+            list(padding), [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+        if dw is not None and dw.dtype != weight.dtype:  # fp32 master weights: fp32 gradient
+            dw = dw.to(weight.dtype)
     dout = passthrough_grad(grad, [(off, Co)]) if need_out and out_offset >= 0 else None
     return tuple(absent(grad) if t is None else t
                  for t in (dx, dw, sum_gx if need_g else None, sum_g if need_b else None, dout))
@@ -268,8 +300,10 @@ def _(grad, x, weight, y, bn, stride, padding, training, out_offset, needs):
     dx = dw = None
     if need_x or need_w:  # aten's own meta function gives the exact strides
         dx, dw, _ = torch.ops.aten.convolution_backward(
-            torch.empty_like(y), x.contiguous(memory_format=CL), weight, None, list(stride),
-            list(padding), [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+            torch.empty_like(y), x.contiguous(memory_format=CL), weight.to(x.dtype), None,
+            list(stride), list(padding), [1, 1], False, [0, 0], 1, [need_x, need_w, False])
+        if dw is not None and dw.dtype != weight.dtype:
+            dw = dw.to(weight.dtype)
     vec = lambda: bn.new_empty(bn.shape[1:], dtype=torch.float64)  # noqa: E731
     return tuple(absent(grad) if t is None else t
                  for t in (dx, dw, vec() if need_g else None, vec() if need_b else None,
@@ -313,7 +347,7 @@ def conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, 
     """relu(batch_norm(conv2d(x, weight))) with the extension's kernels; see the module doc.
     Inputs are checked by conv_bn_relu (the public entry point) before they get here."""
     check_kernel_dtype(x, "conv_bn_relu")
-    weight = weight_in_input_dtype(weight, x, "conv_bn_relu")
+    check_weight_dtype(weight, x, "conv_bn_relu")
     args = (list(stride), list(padding), float(eps), float(momentum), bool(training), out_offset)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))

@@ -104,12 +104,37 @@ def _epilogue(acc, out, out_offset, sum, sumsq, scale, shift):
     out[:, out_offset:out_offset + acc.shape[1]].copy_(v)
 
 
-def asym_conv(x, weight, pad, out, out_offset, sum=None, sumsq=None, scale=None, shift=None):
+def pack_weight(weight):
+    """csrc/bindings.cpp pack_weight: (C_out, C_in, kh, kw) -> contiguous (kh * kw, C_in, C_out)."""
+    co, ci = weight.shape[:2]
+    return weight.reshape(co, ci, -1).permute(2, 1, 0).contiguous()
+
+
+def _weight_operand(weight, packed, x, op):
+    """What the kernel multiplies by, as bindings.cpp weight_operand: `packed` (checked, and
+    unpacked here, so a wrong packing gives a wrong result) or the weight in x's dtype."""
+    if packed is None:
+        if weight.dtype != x.dtype:
+            raise TypeError(f"{op}: weight dtype {weight.dtype} differs from the input dtype "
+                            f"{x.dtype} (or pass packed=, the weight packed in the input dtype)")
+        return weight
+    co, ci, kh, kw = weight.shape
+    if packed.dtype != x.dtype or tuple(packed.shape) != (kh * kw, ci, co) or \
+            not packed.is_contiguous():
+        raise ValueError(f"{op}: packed must be the contiguous (taps, C_in, C_out) = "
+                         f"({kh * kw}, {ci}, {co}) packing of the weight in {x.dtype}, got "
+                         f"{tuple(packed.shape)} {packed.dtype}")
+    return packed.permute(2, 1, 0).reshape(co, ci, kh, kw)
+
+
+def asym_conv(x, weight, pad, out, out_offset, sum=None, sumsq=None, scale=None, shift=None,
+              packed=None):
     """1xn / nx1 conv, stride 1, zero padding `pad` along the tap axis only."""
     kh, kw = weight.shape[2], weight.shape[3]
     padding = (pad, 0) if (kw == 1 and kh > 1) else (0, pad)
     check_no_overlap(out, x, "asym_conv", "out", "the input")
-    acc = F.conv2d(x.float(), weight.float(), None, 1, padding)
+    w = _weight_operand(weight, packed, x, "asym_conv")
+    acc = F.conv2d(x.float(), w.float(), None, 1, padding)
     _epilogue(acc, out, out_offset, sum, sumsq, scale, shift)
 
 
@@ -123,7 +148,7 @@ def pool_tap_from_index(idx: torch.Tensor, W: int) -> torch.Tensor:
 
 
 def grid_reduce(x, weight, conv_out, conv_offset, pool_out, pool_offset, argmax, sum=None,
-                sumsq=None, scale=None, shift=None):
+                sumsq=None, scale=None, shift=None, packed=None):
     """3x3/2 conv (no padding) of x into conv_out's slice, 3x3/2 max-pool of x into pool_out's
     slice with the winning tap per element in argmax (uint8)."""
     op = "grid_reduce"
@@ -133,7 +158,8 @@ def grid_reduce(x, weight, conv_out, conv_offset, pool_out, pool_offset, argmax,
     if weight is not None and pool_out is not None and shares_memory(conv_out, pool_out):
         check_slices_disjoint(op, (conv_offset, weight.shape[0]), (pool_offset, x.shape[1]))
     if weight is not None:
-        acc = F.conv2d(x.float(), weight.float(), None, 2, 0)
+        w = _weight_operand(weight, packed, x, op)
+        acc = F.conv2d(x.float(), w.float(), None, 2, 0)
         _epilogue(acc, conv_out, conv_offset, sum, sumsq, scale, shift)
     if pool_out is not None:
         v, idx = F.max_pool2d(x.float(), 3, 2, return_indices=True)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .. import backends
 from .checks import FLOAT_DTYPES
 from .conv_bn_relu import conv_bn_relu_reference
-from .conv_bn_relu_cuda import check_kernel_dtype, weight_in_input_dtype
+from .conv_bn_relu_cuda import check_kernel_dtype, check_weight_dtype
 from .grid_reduction_cuda import grid_reduction_cuda_bwd, grid_reduction_cuda_fwd
 from .library import present
 
@@ -168,7 +168,7 @@ def grid_reduction_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var
                         conv_offset=0, pool_offset=None, eps=1e-3, momentum=0.1, training=False):
     """The `cuda` backend of grid_reduction (inputs already checked); returns `out`."""
     check_kernel_dtype(x, "grid_reduction")
-    weight = weight_in_input_dtype(weight, x, "grid_reduction")  # fp32 master weights: cast
+    check_weight_dtype(weight, x, "grid_reduction")  # fp32 master weights are cast inside
     args = (conv_offset, -1 if pool_offset is None else pool_offset, float(eps),
             float(momentum), bool(training))
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad

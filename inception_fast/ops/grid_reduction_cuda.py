@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .bn_math import eval_affine, f32_vec
 from .conv_bn_relu_cuda import (bn_forward, bn_relu_backward, check_out_not_input, grad_slice,
-                                kernels, passthrough_grad)
+                                kernels, packed_weight, passthrough_grad, weight_as)
 from .csrc_reference import check_slices_disjoint
 from .library import absent, absents, name, train_and_eval_ops
 from ..kernels.sizes import pool3x3s2_out_hw as _out_hw
@@ -83,7 +83,8 @@ def _forward(
         if fused and not training and not save:
             # Eval, nothing to differentiate: conv + BN + ReLU + pool in one kernel.
             _, _, scale, shift = eval_affine(g32, b32, running_mean, running_var, eps)
-            kern.grid_reduce(xc, w, target, conv_offset, *pool_args, None, None, scale, shift)
+            kern.grid_reduce(xc, w, target, conv_offset, *pool_args, None, None, scale, shift,
+                             packed=packed_weight(weight, x.dtype))
         else:
             stats = None
             if fused:
@@ -92,9 +93,11 @@ def _forward(
                 if training:
                     stats = (torch.zeros(Co, dtype=torch.float64, device=x.device),
                              torch.zeros(Co, dtype=torch.float64, device=x.device))
-                kern.grid_reduce(xc, w, y, 0, *pool_args, *(stats or (None, None)))
+                kern.grid_reduce(xc, w, y, 0, *pool_args, *(stats or (None, None)),
+                                 packed=packed_weight(weight, x.dtype))
             else:  # cuDNN conv; the pool (if any) runs alone below
-                y = F.conv2d(xc, w, None, 2, 0).contiguous(memory_format=CL)
+                y = F.conv2d(xc, weight_as(weight, x.dtype), None, 2, 0).contiguous(
+                    memory_format=CL)
             if training:
                 vecs = bn_forward(kern, y, stats, g32, b32, running_mean, running_var,
                                   training=True, eps=eps, momentum=momentum)
@@ -165,8 +168,8 @@ def grid_reduction_cuda_bwd(
                                              shift, training)
         if need_x or need_w:
             dx, dw, _ = torch.ops.aten.convolution_backward(
-                dy, xc, weight, None, [2, 2], [0, 0], [1, 1], False, [0, 0], 1,
-                [need_x, need_w, False])
+                dy, xc, weight_as(weight, x.dtype), None, [2, 2], [0, 0], [1, 1], False, [0, 0],
+                1, [need_x, need_w, False])
         dgamma = sum_gx if need_g else None
         dbeta = sum_g if need_b else None
     if need_x and pool_offset >= 0:
@@ -179,8 +182,8 @@ def grid_reduction_cuda_bwd(
             kern.maxpool_bwd(g, goff, argmax, dx, True)
     if dx is not None:
         dx = dx.contiguous(memory_format=CL)
-    if dw is not None:
-        dw = dw.contiguous(memory_format=_weight_format(weight))
+    if dw is not None:  # in the weight's own dtype (fp32 master weights) and layout
+        dw = dw.to(weight.dtype).contiguous(memory_format=_weight_format(weight))
     if need_out:
         dout = passthrough_grad(grad, _slices(x, weight, conv_offset, pool_offset))
     return tuple(absent(grad) if t is None else t for t in (dx, dw, dgamma, dbeta, dout))
