@@ -153,3 +153,28 @@ def test_gpu_bn_kernels_both_widths(extension, dtype, C, offset):
                                   sums[2], sums[3], N * H * W, training)
         err = ((dy.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
         assert err < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_packed_operand_from_master_weights(extension, dtype):
+    """packed= (what the ops pass: the weight cast and packed once per version, here from fp32
+    master weights) gives bit for bit what packing inside the binding gives; a wrongly shaped
+    packing is refused."""
+    torch.manual_seed(34)
+    x = _cl(torch.randn(2, 32, 17, 17, device="cuda").to(dtype))
+    w32 = torch.randn(48, 32, 7, 1, device="cuda") * 0.05
+    a = _cl(torch.empty(2, 48, 17, 17, device="cuda", dtype=dtype))
+    b = torch.empty_like(a)
+    extension.asym_conv(x, w32.to(dtype), 3, a, 0)
+    extension.asym_conv(x, w32, 3, b, 0, packed=R.pack_weight(w32.to(dtype)))
+    assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="packed must be the contiguous"):
+        extension.asym_conv(x, w32, 3, b, 0, packed=R.pack_weight(w32.to(dtype))[:6])
+    xg = _cl(torch.randn(2, 32, 17, 17, device="cuda").to(dtype))
+    wg = torch.randn(40, 32, 3, 3, device="cuda") * 0.05
+    c = _cl(torch.empty(2, 40, 8, 8, device="cuda", dtype=dtype))
+    d = torch.empty_like(c)
+    extension.grid_reduce(xg, wg.to(dtype), c, 0, None, 0, None)
+    extension.grid_reduce(xg, wg, d, 0, None, 0, None, packed=R.pack_weight(wg.to(dtype)))
+    assert torch.equal(c, d)
