@@ -181,7 +181,8 @@ if [ "$DRY" = 1 ]; then
     "${WARMUP[@]}" --arch "$ARCH" --cache-dir "$TRITON_CACHE_DIR"
   echo "stages on a GPU (planned seconds; the ${BUDGET}s time box cuts the later ones):"
 fi
-stage warmup 240 env -u TRITON_INTERPRET "$PY" -m inception_fast warmup "${WARMUP[@]}" --arch "$ARCH" --quiet
+# (Not on CPU: the interpreter compiles nothing.)
+[ "$GPU_PLAN" = 1 ] && stage warmup 240 env -u TRITON_INTERPRET "$PY" -m inception_fast warmup "${WARMUP[@]}" --arch "$ARCH" --quiet
 
 # ---------------------------------------------------------------- 4. the CUDA C++ extension
 [ "$GPU_PLAN" = 1 ] && stage build-ext 150 "$PY" -m inception_fast build-ext
@@ -199,11 +200,11 @@ if [ "$FULL" = 1 ]; then
   stage bench-blocks 0 "${BENCH[@]}" bench/bench_blocks.py --bench-full --benchmark-json "$OUT/blocks.json"
 else
   # Every distinct layer config (--bench-full's list) in bf16 against cuDNN, batch 256 first.
-  # On CPU the smoke sizes (batch 2) run instead: no batch filter there.
-  LAYERS=("${BENCH[@]}" bench/bench_layers.py --bench-full --bench-dtype bf16
-          --bench-providers cudnn,triton,cuda --bench-rep-ms 30)
+  # On CPU the smoke sizes (batch 2, fp32: the interpreter refuses bf16) run instead.
+  LAYERS=("${BENCH[@]}" bench/bench_layers.py --bench-full --bench-providers cudnn,triton,cuda
+          --bench-rep-ms 30)
   B256=(); B32=()
-  [ "$GPU_PLAN" = 1 ] && B256=(-k b256) && B32=(-k b32)
+  [ "$GPU_PLAN" = 1 ] && LAYERS+=(--bench-dtype bf16) && B256=(-k b256) && B32=(-k b32)
   stage layers-b256 150 "${LAYERS[@]}" "${B256[@]}" --benchmark-json "$OUT/layers_b256.json"
   [ "$GPU_PLAN" = 1 ] && stage layers-b32 90 "${LAYERS[@]}" "${B32[@]}" --benchmark-json "$OUT/layers_b32.json"
   stage model 80 "${BENCH[@]}" bench/bench_model.py --bench-providers "$OURS" \
