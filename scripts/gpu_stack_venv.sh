@@ -3,18 +3,20 @@
 # beside CI's: the GPU machine has no package registry, so its Triton's differences (the
 # interpreter, the compiler, the cache key) can only be met here first.
 #
-#   bash scripts/gpu_stack_venv.sh setup     # create $VENV: torch==2.11.*, triton==3.6.*, numpy<2.4,
-#                                            #  this repo with `pip install --no-deps -e .`
+#   bash scripts/gpu_stack_venv.sh setup     # $VENV: Python 3.12, torch==2.11.*, triton==3.6.*,
+#                                            #  numpy<2.4, this repo (`pip install --no-deps -e .`)
 #   bash scripts/gpu_stack_venv.sh test      # the kernel tests under that stack (interpreter; every
-#                                            #  Triton kernel, forward and backward; ~minutes on 2 cores)
-#   bash scripts/gpu_stack_venv.sh warmup [ARGS]  # the Triton cache for the GPU machine (sm_90),
-#                                            #  compiled by Triton 3.6 into $CACHE (travels with the tree)
-#   bash scripts/gpu_stack_venv.sh whole-model    # the 299 whole-model check (long: ~10+ minutes)
+#                                            #  Triton kernel, forward and backward; ~2-3 min)
+#   bash scripts/gpu_stack_venv.sh whole-model    # the 299 whole-model check (~6 min, loaded)
+#   bash scripts/gpu_stack_venv.sh warmup [ARGS]  # the Triton cache for the GPU machine (sm_90,
+#                                            #  binaries only) compiled by Triton 3.6 into $CACHE
 #   bash scripts/gpu_stack_venv.sh all       # setup, then test
 #
-# VENV (default .venv-gpu-stack, made with BASE_PYTHON, default python3.12) and CACHE (default .triton-cache-sm90) are relative to the repo
-# root; both are in .gitignore except the cache, which must travel (see the README lines in
-# bench/results/gpu-stack-*.md). Extra args after `test` go to pytest.
+# VENV (default .venv-gpu-stack; BASE_PYTHON, default python3.12, makes it) and CACHE (default
+# .triton-cache-sm90) lie in the repo root and in .gitignore: the cache is keyed on the kernels'
+# sources, so it is built right before a GPU run and carried to the device machine (its carry
+# list), never committed. Extra args after `test`, `whole-model` and `warmup` go to the command.
+# Measured: bench/results/gpu-stack-2026-12-06.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,7 @@ CACHE="${CACHE:-.triton-cache-sm90}"
 # The GPU machine's versions (bench/run_gpu.sh checks the machine's against a cache's manifest).
 TORCH_SPEC="${TORCH_SPEC:-torch==2.11.*}"
 TRITON_SPEC="${TRITON_SPEC:-triton==3.6.*}"
-NUMPY_SPEC="${NUMPY_SPEC:-numpy<2.4}"  # what torch 2.11's and Triton 3.6's wheels were built against
+NUMPY_SPEC="${NUMPY_SPEC:-numpy<2.4}"  # the interpreter's numpy, as in the stack issue 16 tried
 # Python 3.12, as on the GPU machine: Triton's cache key hashes libtriton.so, which differs
 # between the cp311 and cp312 wheels, so a cache built under 3.11 would never be hit there.
 BASE_PYTHON="${BASE_PYTHON:-}"
@@ -36,9 +38,9 @@ PY="$VENV/bin/python"
 # and no wait on the lock of a build of CI's stack.
 export INCEPTION_FAST_EXT_DIR="${INCEPTION_FAST_EXT_DIR:-$PWD/$VENV/ext}"
 
-# One test per Triton kernel at least, forward and backward, chosen to finish in minutes on 2
-# cores (the full files take far longer in the interpreter): file::selector pairs, `-k` strings
-# below. The whole-model checks are left to `whole-model` (each takes many minutes).
+# Every Triton kernel's own tests, forward and backward (the comments name the kernels), plus
+# warmup's compile-and-hit tests; ~2-3 min on 2 cores. The whole-model checks are left to
+# `whole-model` (each takes minutes in the interpreter).
 TESTS=(
   tests/test_kernels_conv_fwd.py     # conv2d_fwd, conv_common, bn_train, avg_pool3x3
   tests/test_kernels_conv_bwd.py     # conv2d_bwd: dgrad, wgrad split-K, last_program
