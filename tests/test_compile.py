@@ -6,8 +6,10 @@ results: training (outputs, every gradient, BN running statistics) and eval. CPU
 interpreter runs the kernels; "aot_eager" keeps the test to what is ours (tracing, the
 registered ops' fakes and the autograd split), not inductor's CPU code generation.
 The training step (forward, backward, clipping, RMSProp, EMA) makes no host sync (the
-dispatch-mode counter of train/graphs.py), which is what lets it be captured as a CUDA graph;
-the capture and replay themselves are `gpu` tests."""
+dispatch-mode counter of train/graphs.py), which is what lets it be captured as a CUDA graph:
+for a fused block, and for the exact step `inception-fast train --cuda-graphs` captures, with its
+lr a device tensor that the scheduler fills between steps. The capture and replay themselves are
+`gpu` tests (here and tests/test_train_graphs.py)."""
 from __future__ import annotations
 
 import copy
@@ -20,7 +22,9 @@ from inception_fast import nn as ifnn
 from inception_fast.losses import label_smoothing_cross_entropy
 from inception_fast.train.ema import build_ema
 from inception_fast.train.graphs import SyncCounter, capture_step
-from inception_fast.train.optim import RMSpropTF
+from inception_fast.train.optim import RMSpropTF, state_tensors
+from inception_fast.train.schedule import build_scheduler
+from test_train_graphs import TINY, trainer_stage
 
 HAS_CUDA = torch.cuda.is_available()
 DEV = "cuda" if HAS_CUDA else "cpu"
@@ -99,12 +103,15 @@ def test_model_eval_fullgraph_compile_and_export():
 
 
 def _step_parts():
-    """A fused block + head with the paper's training step."""
+    """A fused block + head with the paper's training step; its lr a device tensor that the
+    scheduler halves after every step (step.sched)."""
     block, x = _block("C")
     head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                torch.nn.Linear(4 * 192, 7)).to(DEV)
     model = torch.nn.Sequential(block, head).train()
-    opt = RMSpropTF(model.parameters(), lr=0.01)
+    opt = RMSpropTF(model.parameters(), lr=torch.tensor(0.01, device=DEV))
+    opt.init_state()
+    sched = build_scheduler(opt, steps_per_epoch=1, decay=0.5, decay_epochs=1)
     ema = build_ema(model, 0.99)
     target = torch.arange(2, device=DEV) % 7
 
@@ -118,13 +125,17 @@ def _step_parts():
         opt.step()
         ema.update_parameters(model)
         return loss.detach()
+    step.opt, step.sched = opt, sched
+    step.state = [*model.state_dict(keep_vars=True).values(),
+                  *ema.state_dict(keep_vars=True).values(), *state_tensors(opt)]
     return model, ema, step, x, target
 
 
 def test_training_step_makes_no_host_sync():
     _, _, step, x, target = _step_parts()
-    step(x, target)  # first step: optimizer state, caches
+    step(x, target)  # first step: caches
     with SyncCounter() as syncs:
+        step.sched.step()
         step(x, target)
     assert syncs.count == 0, syncs.events
 
@@ -137,19 +148,70 @@ def test_sync_counter_sees_a_sync_inside_a_step():
     assert syncs.count == 1, syncs.events
 
 
+TRAINER_CASES = {  # the trainer's step: optimizer, loss, accumulation, lr changing every step
+    "rmsprop": [*TINY, "--warmup-epochs", 1],
+    "sgd-joint-opt-accum": [*TINY, "--warmup-epochs", 1, "--optimizer", "sgd", "--joint-opt",
+                            "--accum-steps", 2],
+}
+
+
+@pytest.mark.parametrize("case", list(TRAINER_CASES))
+def test_trainer_step_makes_no_host_sync_with_a_scheduled_tensor_lr(case):
+    """The step --cuda-graphs captures (train/step.py, built as the trainer builds it), then a
+    scheduler step, then the step again: no host sync. The scheduler fills the same lr tensor
+    the optimizer holds (a captured step reads it on every replay) with a new value."""
+    _, st, inputs = trainer_stage(*TRAINER_CASES[case])
+    st.step(*inputs)  # first step: caches, the loss sums
+    lrs = [g["lr"] for g in st.opt.param_groups]
+    assert all(isinstance(lr, torch.Tensor) and lr.device == inputs[0].device for lr in lrs)
+    before = [lr.clone() for lr in lrs]
+    with SyncCounter() as syncs:
+        st.sched.step()
+        st.step(*inputs)
+        st.sched.step()
+    assert syncs.count == 0, syncs.events
+    for g, lr, old in zip(st.opt.param_groups, lrs, before):
+        assert g["lr"] is lr and not torch.equal(lr, old)
+
+
+def test_trainer_step_reads_the_lr_the_scheduler_set():
+    """One step from the same state, inputs and RNG at two learning rates: RMSprop's first
+    momentum buffer is lr * g / sqrt(ms + eps), so halving the tensor in place (as the
+    scheduler does between replays) halves the update the same step function makes."""
+    from inception_fast.train.graphs import undone
+
+    _, st, inputs = trainer_stage(*TINY)
+    lr = st.opt.param_groups[0]["lr"]
+    bufs = [st.opt.state[p]["momentum_buffer"] for p in st.opt.param_groups[0]["params"]]
+    with undone(st.step.state()):
+        st.step(*inputs)
+        full = [b.clone() for b in bufs]
+    for g in st.opt.param_groups:
+        g["lr"].mul_(0.5)
+    st.step(*inputs)
+    assert any(b.abs().max() > 0 for b in full)
+    for b, f in zip(bufs, full):
+        torch.testing.assert_close(b, 0.5 * f, rtol=1e-6, atol=1e-12)
+    assert lr is st.opt.param_groups[0]["lr"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_cuda_graph_training_step_matches_eager():
-    """Replays of the captured step give the eager steps' losses, weights and EMA."""
+    """Replays of the captured step give the eager steps' losses, weights and EMA, with the
+    scheduler halving the lr tensor between replays (a baked-in lr would diverge from the
+    second step); the capture itself trains nothing (its warm-up is undone: `state`)."""
     model, ema, step, x, target = _step_parts()
-    twin, twin_ema, twin_step, _, _ = _step_parts()
-    twin.load_state_dict(model.state_dict())
-    graphed = capture_step(twin_step, x.clone(), target.clone(), warmup=3)
-    for _ in range(3):  # the capture's warm-up ran 3 steps (+1 captured, not replayed)
-        step(x, target)
+    twin, twin_ema, twin_step, _, _ = _step_parts()  # the same seeds: the same start
+    graphed = capture_step(twin_step, x.clone(), target.clone(), warmup=3,
+                           state=twin_step.state)
     for _ in range(4):
         want = step(x, target)
         got = graphed(x, target)
+        step.sched.step()
+        twin_step.sched.step()
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
     for (k, p), q in zip(model.state_dict().items(), twin.state_dict().values()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=k)
+    for (k, p), q in zip(ema.state_dict().items(), twin_ema.state_dict().values()):
         torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=k)

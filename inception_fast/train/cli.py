@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
                    help="auto: on for GPU")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--cuda-graphs", action="store_true",
+                   help="capture the whole training step (forward, backward, clipping, "
+                        "optimizer, EMA) once as a CUDA graph and replay it (CUDA GPU only; "
+                        "one process; bf16 or fp32)")
 
     g = p.add_argument_group("optimization (paper defaults)")
     g.add_argument("--epochs", type=int, default=None, help="default: 12 for digits")
@@ -130,6 +134,9 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         args.begin = max(1, round(0.35 * args.epochs))
     if args.stage2_epochs is None:
         args.stage2_epochs = args.epochs
+    if args.cuda_graphs and args.compile:
+        raise ValueError("--cuda-graphs and --compile: choose one (torch.compile's "
+                         "mode='reduce-overhead' makes CUDA graphs of its own)")
     lo = min_input_size(args.variant)
     if args.image_size < lo:
         raise ValueError(f"--image-size {args.image_size} is too small for {args.model} "
@@ -146,6 +153,14 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
                          f"17x17-grid map for its 5x5 pool + 5x5 conv (needs >= {lo_aux}px "
                          f"for variant {args.variant})")
     return args
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """`inception-fast train` arguments from argv, defaults filled and checked (for code and
+    tests that build the trainer's pieces: loop.Run(args).setup_stage)."""
+    p = argparse.ArgumentParser(prog="inception-fast train")
+    add_arguments(p)
+    return finalize_args(p.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

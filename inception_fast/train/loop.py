@@ -10,7 +10,6 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from ..data import get_dataset
 from ..losses import joint_optimization_loss, label_smoothing_cross_entropy
@@ -20,10 +19,12 @@ from .distributed import (DistInfo, GlobalBatchSampler, all_reduce_sum, barrier,
                           check_global_batch, gather_cat, gather_objects, init_distributed,
                           shutdown)
 from .ema import build_ema
+from .graphs import capture_step
 from .joint_opt import EpochOutputs, LabelState
 from .noisy_labels import make_noisy_labels
 from .optim import build_optimizer
-from .schedule import build_scheduler, scaled_lr
+from .schedule import build_scheduler, current_lr, scaled_lr
+from .step import Stage, TrainStep, check_cuda_graphs
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -57,12 +58,6 @@ def build_model(args, num_classes: int, aux: bool) -> torch.nn.Module:
     return model
 
 
-def _unpack(out):
-    if isinstance(out, tuple):  # InceptionOutputs(logits, aux_logits) in training
-        return out[0], out[1]
-    return out, None
-
-
 class Run:
     """Everything one training invocation shares across stages."""
 
@@ -82,6 +77,8 @@ class Run:
         if prec == "auto":
             prec = "bf16" if self.device.type == "cuda" else "fp32"
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[prec]
+        if args.cuda_graphs:
+            check_cuda_graphs(self.device, self.info.world, prec)
         self.channels_last = self.device.type == "cuda" if args.channels_last == "auto" else \
             args.channels_last == "on"
         self.ds = get_dataset(args.dataset, args.data_dir, args.image_size, args.train_subset,
@@ -109,86 +106,69 @@ class Run:
         self.epochs_ran = 0  # in this invocation (for --stop-after)
 
     # ---- one stage -------------------------------------------------------------------------
-    def criterion(self, stage: int, logits: torch.Tensor, idx: torch.Tensor):
+    def loss_fn(self, stage: int):
+        """(logits, target) -> (loss, terms) for `stage`; target as batch_inputs makes it."""
         a = self.args
         if stage == 1 and not a.joint_opt:
-            y = self.labels.noisy[idx].to(logits.device)
-            return label_smoothing_cross_entropy(logits, y, eps=a.label_smoothing,
-                                                 backend=a.loss_backend,
-                                                 check_values=False), {}
-        soft = self.labels.soft[idx].to(logits.device)
-        if stage == 1:
-            return joint_optimization_loss(logits, soft, alpha=a.alpha, beta=a.beta,
-                                           backend=a.loss_backend, check_values=False)
+            return lambda logits, y: (label_smoothing_cross_entropy(
+                logits, y, eps=a.label_smoothing, backend=a.loss_backend,
+                check_values=False), {})
         # Stage 2: plain soft-label cross-entropy on the recovered labels (the authors'
         # second step); KL(soft || p) has the same gradient.
-        return joint_optimization_loss(logits, soft, alpha=0.0, beta=0.0,
-                                       backend=a.loss_backend, check_values=False)
+        alpha, beta = (a.alpha, a.beta) if stage == 1 else (0.0, 0.0)
+        return lambda logits, soft: joint_optimization_loss(
+            logits, soft, alpha=alpha, beta=beta, backend=a.loss_backend, check_values=False)
 
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        # A captured step must not reuse autocast's cast-weight cache across replays
+        # (torch.cuda.graphs: cache_enabled=False inside a graph).
+        return torch.autocast(self.device.type, dtype=self.amp_dtype,
+                              cache_enabled=not self.args.cuda_graphs)
 
-    def train_epoch(self, stage, epoch, model, fwd, ddp, ema, opt, sched, scaler, sampler,
-                    record):
+    def batch_inputs(self, st: Stage, x: torch.Tensor, idx: torch.Tensor, hard_all):
+        """A loaded batch -> the step's device inputs (x, target, hard)."""
         a, dev = self.args, self.device
-        model.train()
-        sampler.set_epoch(epoch)
-        batches = sampler.batches()
-        outputs = EpochOutputs() if record else None
-        # Sums kept on the device: no host sync per step on a GPU.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        correct = torch.zeros((), dtype=torch.float64, device=dev)
+        x = self.ds.prepare(x, a.image_size, self.augment, dev)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = self.labels.noisy if st.stage == 1 and not a.joint_opt else self.labels.soft
+        return x, labels[idx].to(dev), hard_all[idx].to(dev)
+
+    def train_epoch(self, st: Stage, epoch: int):
+        a = self.args
+        st.model.train()
+        st.sampler.set_epoch(epoch)
+        batches = st.sampler.batches()
+        outputs = EpochOutputs() if st.record else None
+        st.step.reset()  # the running sums stay on the device: no host sync per step
         seen = 0
-        terms_sum: dict[str, torch.Tensor] = {}
         hard_all = self.labels.hard  # labels trained on, for train_acc
         it = self.ds.train.batches(batches, a.workers)
         if not self.quiet:
             from tqdm import tqdm
-            it = tqdm(it, total=len(batches), desc=f"stage {stage} epoch {epoch + 1}",
+            it = tqdm(it, total=len(batches), desc=f"stage {st.stage} epoch {epoch + 1}",
                       leave=False, dynamic_ncols=True)
         for x, idx in it:
-            opt.zero_grad(set_to_none=True)
-            x = self.ds.prepare(x, a.image_size, self.augment, dev)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            probs_chunk = torch.empty(len(idx), self.ds.num_classes) if record else None
-            A = a.accum_steps
-            for k in range(A):
-                # Micro-batch k takes every A-th sample: with A = world it is exactly the share
-                # a rank would get, so 1 process x A micro-batches == A processes (BN included).
-                xs, ids = x[k::A], idx[k::A]
-                # DDP: all-reduce gradients only on the last micro-batch.
-                sync = ddp is not None and k < A - 1
-                with (ddp.no_sync() if sync else contextlib.nullcontext()), self.autocast():
-                    logits, aux = _unpack(fwd(xs))
-                    loss, terms = self.criterion(stage, logits, ids)
-                    if aux is not None:
-                        loss = loss + a.aux_weight * self.criterion(stage, aux, ids)[0]
-                scaler.scale(loss / A).backward()
-                with torch.no_grad():
-                    if record:
-                        probs_chunk[k::A] = F.softmax(logits.detach().float(), 1).cpu()
-                    hard = hard_all[ids].to(logits.device)
-                    correct += (logits.argmax(1) == hard).sum()
-                    loss_sum += loss.detach().double() * len(ids)
-                    for n, v in terms.items():
-                        terms_sum[n] = terms_sum.get(n, 0.0) + v.double() * len(ids)
-                seen += len(ids)
-            scaler.unscale_(opt)
-            if a.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), a.clip_grad)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            ema.update_parameters(model)
-            if record:
-                outputs.add(idx, probs_chunk)
-        sums = all_reduce_sum([float(loss_sum), float(correct), float(seen)] +
-                              [float(v) for v in terms_sum.values()], self.info, dev)
+            inputs = self.batch_inputs(st, x, idx, hard_all)
+            if a.cuda_graphs and st.replay is None:
+                # Captured on the first batch (every batch has its shape: the sampler pads the
+                # last one); the capture's warm-up steps are undone, its sums dropped.
+                st.replay = capture_step(st.step, *(t.clone() for t in inputs),
+                                         state=st.step.state())
+                st.step.reset()
+            probs = (st.replay or st.step)(*inputs)
+            st.sched.step()  # on the host: fills the lr tensor the next step reads
+            seen += len(idx)
+            if st.record:
+                outputs.add(idx, probs.cpu())
+        t = st.step.totals
+        names = [n for n in t if n not in ("loss", "correct")]
+        sums = all_reduce_sum([float(t["loss"]), float(t["correct"]), float(seen)] +
+                              [float(t[n]) for n in names], self.info, self.device)
         res = {"train_loss": sums[0] / sums[2], "train_acc": sums[1] / sums[2]}
-        res.update({n: v / sums[2] for n, v in zip(terms_sum, sums[3:])})
+        res.update({n: v / sums[2] for n, v in zip(names, sums[3:])})
         return res, outputs
 
     @torch.no_grad()
@@ -210,9 +190,9 @@ class Run:
         c, n = all_reduce_sum([correct, float(len(mine))], info, dev)
         return c / n
 
-    def run_stage(self, stage: int, epochs: int, resume: dict | None) -> str:
-        """Train stage `stage` for `epochs` epochs (from `resume`'s state if given).
-        Returns "done" or "stopped" (--stop-after)."""
+    def setup_stage(self, stage: int, resume: dict | None) -> Stage:
+        """Model, EMA, optimizer (lr a device tensor), schedule, scaler, sampler and the step
+        of stage `stage`, from `resume`'s state if given."""
         a, dev, info = self.args, self.device, self.info
         # Same seed on every rank: identical initial weights (DDP also broadcasts them).
         torch.manual_seed(a.seed + 1000 * (stage - 1))
@@ -253,27 +233,37 @@ class Run:
         if a.compile:
             fwd = torch.compile(fwd)
         record = stage == 1 and a.joint_opt
-        for epoch in range(start, epochs):
+        step = TrainStep(model, fwd, ema, opt, scaler, self.loss_fn(stage),
+                         autocast=self.autocast, accum=a.accum_steps, aux_weight=a.aux_weight,
+                         clip=a.clip_grad, record=record, ddp=ddp)
+        return Stage(stage, model, ema, opt, sched, scaler, sampler, step, start, record)
+
+    def run_stage(self, stage: int, epochs: int, resume: dict | None) -> str:
+        """Train stage `stage` for `epochs` epochs (from `resume`'s state if given).
+        Returns "done" or "stopped" (--stop-after)."""
+        info, dev = self.info, self.device
+        st = self.setup_stage(stage, resume)
+        model, ema = st.model, st.ema
+        for epoch in range(st.start, epochs):
             t0 = time.time()
-            res, outputs = self.train_epoch(stage, epoch, model, fwd, ddp, ema, opt, sched,
-                                            scaler, sampler, record)
-            if record:
+            res, outputs = self.train_epoch(st, epoch)
+            if st.record:
                 gather = (lambda t: gather_cat(t, info, dev)) if info.enabled else None
                 probs = outputs.assemble(len(self.ds.train), self.ds.num_classes, gather)
                 self.labels.update(probs)
             train_s = time.time() - t0
-            rec = {"stage": stage, "epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], **res,
+            rec = {"stage": stage, "epoch": epoch + 1, "lr": current_lr(st.sched), **res,
                    "test_acc": self.evaluate(model), "ema_test_acc": self.evaluate(ema.module)}
-            if a.noise != "none" or a.joint_opt:
+            if self.args.noise != "none" or self.args.joint_opt:
                 rec["label_acc"] = self.labels.accuracy()
                 rec["noisy_label_acc"] = self.labels.noisy_accuracy()
             rec["epoch_s"] = time.time() - t0
             rec["train_s"] = train_s
             self.history.append(rec)
             self.log(self._line(rec, epochs))
-            self.save(stage, epoch + 1, model, ema, opt, sched, scaler)
+            self.save(stage, epoch + 1, model, ema, st.opt, st.sched, st.scaler)
             self.epochs_ran += 1
-            if a.stop_after and self.epochs_ran >= a.stop_after:
+            if self.args.stop_after and self.epochs_ran >= self.args.stop_after:
                 self.final_model = (model, ema)
                 return "stopped"
         self.final_model = (model, ema)

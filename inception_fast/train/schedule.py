@@ -34,6 +34,20 @@ def scaled_lr(lr: float, global_batch: int, ref_batch: int = 32) -> float:
 
 def build_scheduler(optimizer, steps_per_epoch: int, decay: float = 0.94,
                     decay_epochs: float = 2.0, warmup_epochs: float = 0.0):
+    """A LambdaLR. A group whose lr is a tensor keeps that tensor: LambdaLR fills it in place
+    (torch >= 2.4), so an optimizer step captured in a CUDA graph reads each new value. Its base
+    lr is given as a Python float: the scheduler then computes floats and fills with a scalar
+    (no device arithmetic, no host read), and no torch version can alias the base lr to the
+    tensor it fills (LRScheduler only sets initial_lr where a group has none)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group.setdefault("initial_lr", float(group["lr"]))  # once, at setup
     fn = StaircaseDecay(steps_per_epoch, decay, decay_epochs,
                         int(round(warmup_epochs * steps_per_epoch)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def current_lr(sched, group: int = 0) -> float:
+    """The lr the scheduler last set for `group`, as the float it computed (a tensor lr holds it
+    rounded to float32; reading that would be a host sync)."""
+    return sched.base_lrs[group] * sched.lr_lambdas[group](sched.last_epoch)
