@@ -36,7 +36,8 @@ fi
 PY="$VENV/bin/python"
 # The CUDA extension built against torch 2.11 is not CI's (another ABI): its own build folder,
 # and no wait on the lock of a build of CI's stack.
-export INCEPTION_FAST_EXT_DIR="${INCEPTION_FAST_EXT_DIR:-$PWD/$VENV/ext}"
+case "$VENV" in /*) VENV_ABS="$VENV" ;; *) VENV_ABS="$PWD/$VENV" ;; esac
+export INCEPTION_FAST_EXT_DIR="${INCEPTION_FAST_EXT_DIR:-$VENV_ABS/ext}"
 
 # Every Triton kernel's own tests, forward and backward (the comments name the kernels), plus
 # warmup's compile-and-hit tests; ~2-3 min on 2 cores. The whole-model checks are left to
