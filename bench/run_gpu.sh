@@ -128,7 +128,7 @@ left() { echo $(( BUDGET - (SECONDS - START) - RESERVE )); }
 stage() {
   local name="$1" planned="$2"; shift 2
   if [ "$DRY" = 1 ]; then
-    printf '  %-22s %4ss  %s\n' "$name" "$planned" "${*@Q}"
+    printf '  %-22s %4ss ' "$name" "$planned"; printf ' %q' "$@"; echo
     return 0
   fi
   local limit="$planned"
