@@ -21,6 +21,7 @@ import triton.language as tl
 
 from .conv_common import STAT_ROWS, store_group_stats
 from .dtypes import check_kernel_dtype, interpreter_on
+from .nhwc import pixel_channel_tile, pixel_coords
 
 
 @triton.jit
@@ -29,16 +30,8 @@ def _avg_pool3x3_kernel(x_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr, M, C, H, W,
                         HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr,
                         STAT_R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """One (BLOCK_M pixels x BLOCK_C channels) tile; 9 masked loads (zeros outside the image)."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m_ok = offs_m < M
-    c_ok = offs_c < C
-    hw = H * W
-    n = (offs_m // hw).to(tl.int64)
-    h = (offs_m % hw) // W
-    w = offs_m % W
+    offs_m, offs_c, m_ok, c_ok = pixel_channel_tile(M, C, BLOCK_M, BLOCK_C)
+    n, h, w = pixel_coords(offs_m, H, W)
     acc = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
     for dh in tl.static_range(3):
         ih = h + (dh - 1)
@@ -54,7 +47,7 @@ def _avg_pool3x3_kernel(x_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr, M, C, H, W,
     if RELU:
         acc = tl.maximum(acc, 0.0)
     if STATS:
-        store_group_stats(acc, m_ok, offs_c, c_ok, pid_m, M, C, psum_ptr, pm2_ptr, STAT_R,
+        store_group_stats(acc, m_ok, offs_c, c_ok, tl.program_id(0), M, C, psum_ptr, pm2_ptr, STAT_R,
                           BLOCK_M, BLOCK_C)
     y_ptrs = y_ptr + (n * syn + h * syh + w * syw)[:, None] + (offs_c * syc)[None, :]
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & c_ok[None, :])

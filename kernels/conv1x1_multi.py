@@ -21,6 +21,7 @@ import triton.language as tl
 from .configs import autotuned, size_pruner
 from .conv_common import gemm_tile, interpreter_tiles, mma, use_ieee
 from .dtypes import interpreter_on
+from .nhwc import pixel_channel_tile, pixel_coords, row_offsets
 
 
 @triton.jit
@@ -36,10 +37,7 @@ def _store_routed(val, offs_m, offs_n, M, C, H, W, B1, B2, B3,
                   d0, s0n, s0c, s0h, s0w, d1, s1n, s1c, s1h, s1w,
                   d2, s2n, s2c, s2h, s2w, d3, s3n, s3c, s3h, s3w):
     m_ok = offs_m < M
-    hw = H * W
-    n_idx = (offs_m // hw).to(tl.int64)
-    h = (offs_m % hw) // W
-    w = offs_m % W
+    n_idx, h, w = pixel_coords(offs_m, H, W)
     _store_seg(d0, s0n, s0c, s0h, s0w, val, n_idx, h, w, offs_n, 0, B1, m_ok)
     _store_seg(d1, s1n, s1c, s1h, s1w, val, n_idx, h, w, offs_n, B1, B2, m_ok)
     _store_seg(d2, s2n, s2c, s2h, s2w, val, n_idx, h, w, offs_n, B2, B3, m_ok)
@@ -58,8 +56,7 @@ def _gemm1x1_routed_kernel(x_ptr, w_ptr, bias_ptr, M, C_in, C_tot, H, W,
     """[M = N*H*W, C_in] x [C_in, C_tot] (weight packed K x N), fp32 accumulate, bias + ReLU on
     columns < RELU_END, routed stores. 1-D grid, N tiles fastest (input tile reused from L2)."""
     pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_tot, BLOCK_M, BLOCK_N, BLOCK_K)
-    hw = H * W
-    x_row = (offs_m // hw).to(tl.int64) * sxn + ((offs_m % hw) // W) * sxh + (offs_m % W) * sxw
+    x_row = row_offsets(offs_m, H, W, sxn, sxh, sxw)
     a_ptrs = x_ptr + x_row[:, None] + (offs_k * sxc)[None, :]
     b_ptrs = w_ptr + offs_k[:, None] * C_tot + offs_n[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -84,14 +81,8 @@ def _routed_apply_kernel(y_ptr, syn, syc, syh, syw, a_ptr, c_ptr, M, C, H, W, B1
                          d2, s2n, s2c, s2h, s2w, d3, s3n, s3c, s3h, s3w,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """out = relu(a[col] * y + c[col]) for columns [0, C), routed; y any strides."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m_ok = offs_m < M
-    c_ok = offs_c < C
-    hw = H * W
-    row = (offs_m // hw).to(tl.int64) * syn + ((offs_m % hw) // W) * syh + (offs_m % W) * syw
+    offs_m, offs_c, m_ok, c_ok = pixel_channel_tile(M, C, BLOCK_M, BLOCK_C)
+    row = row_offsets(offs_m, H, W, syn, syh, syw)
     y = tl.load(y_ptr + row[:, None] + (offs_c * syc)[None, :],
                 mask=m_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
     a = tl.load(a_ptr + offs_c, mask=c_ok, other=0.0)

@@ -10,10 +10,14 @@ import triton.language as tl
 
 from .configs import size_pruner
 from .dtypes import interpreter_on
+from .nhwc import row_offsets
 
 # Rows of y per BN-statistics partial. Fixed (not the tile height) so that the partials'
-# layout does not depend on which autotune config ran; every BLOCK_M is a multiple of it.
-STAT_ROWS = 32
+# layout does not depend on which autotune config ran; every BLOCK_M is a multiple of it (the
+# smallest conv / 1x1 GEMM tile is 64 rows). The partials (sum and M2, fp32) cost 8 bytes per
+# channel per group, written by the conv and read by the finalize: at 64 rows, 1/16 of a
+# bf16 output's bytes (1/8 at 32).
+STAT_ROWS = 64
 
 # The forward convs' GEMM, per tap: output pixels x C_out, reduced over C_in.
 prune_configs = size_pruner(lambda a: (a["M"], a["C_out"], a["C_in"], 1))
@@ -126,12 +130,7 @@ def conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW,
     if STATS:
         store_group_stats(acc, m_ok, offs_n, n_ok, pid_m, M, C_out, psum_ptr, pm2_ptr, STAT_R,
                           BLOCK_M, BLOCK_N)
-    ohw = OH * OW
-    n_idx = (offs_m // ohw).to(tl.int64)
-    rem = offs_m % ohw
-    oh = rem // OW
-    ow = rem % OW
-    y_row = n_idx * syn + oh * syh + ow * syw
+    y_row = row_offsets(offs_m, OH, OW, syn, syh, syw)
     y_ptrs = y_ptr + y_row[:, None] + offs_n[None, :] * syc
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inception_fast import _build, backends, ext
+from inception_fast import backends, ext
 from inception_fast.backends import BackendUnavailableError
 from inception_fast.ops import conv_bn_relu_cuda as cbr_cuda
 from inception_fast.ops import csrc_reference as R
@@ -361,16 +361,6 @@ def test_grid_reduction_input_errors(kwargs, match):
 
 
 # ------------------------------------------------------- the extension compiles and imports here
-
-@pytest.fixture(scope="module")
-def extension():
-    why = _build.cannot_build_reason()
-    if why:
-        pytest.skip(f"cannot compile csrc/ on this machine: {why}")
-    # Reuses the JIT cache (~/.cache/inception_fast/ext or $INCEPTION_FAST_EXT_DIR) that
-    # `inception-fast build-ext` fills (CI runs it before the tests); else builds (~1-2 min).
-    return ext.load()
-
 
 def test_extension_builds_and_imports(extension):
     for name in ("asym_conv", "grid_reduce", "maxpool_bwd", "bn_stats", "reduce_partials",
