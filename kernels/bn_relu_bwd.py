@@ -44,16 +44,11 @@ from . import dtypes
 from .configs import sm_count
 from .dtypes import check_kernel_dtype, interpreter_on
 from .last_program import arrival_counters, arrive_last
+from .max_pool3x3s2 import pool_grad_gather
+from .nhwc import pixel_coords, row_offsets
+from .sizes import pool3x3s2_out_hw
 
 _INTERPRET = interpreter_on()
-
-
-@triton.jit
-def _row_offsets(m, HW, W, s_n, s_h, s_w):
-    """Element offset of flat pixel m = (n * H + h) * W + w in a 4-D strided tensor."""
-    n = m // HW
-    hw = m % HW
-    return n.to(tl.int64) * s_n + (hw // W) * s_h + (hw % W) * s_w
 
 
 @triton.jit
@@ -95,14 +90,33 @@ def _coefficients(part_ptr, P, C, offs_c, c_ok, count, a_ptr, invstd_ptr, gamma_
 
 
 @triton.jit
-def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
-                               M, C, HW, W,
+def _grad_tile(g_ptr, idx_ptr, m, M, H, W, OH, OW, offs_c, c_ok, C, s_gn, s_gc, s_gh, s_gw,
+               POOL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The gradient of the unit's output at flat pixels m, fp32. POOL: the unit is followed by
+    a 3x3 / stride-2 max pool fused into its forward (kernels/max_pool3x3s2.py): g is the
+    pool's output gradient and idx its argmax, gathered here, so the full-size gradient is
+    never written nor read back."""
+    mask = (m < M)[:, None] & c_ok[None, :]
+    if POOL:
+        n, h, w = pixel_coords(m, H, W)
+        g = pool_grad_gather(g_ptr, idx_ptr, n, h, w, offs_c, m < M, c_ok, C, OH, OW,
+                             s_gn, s_gc, s_gh, s_gw, BLOCK_M, BLOCK_C)
+    else:
+        g = tl.load(g_ptr + row_offsets(m, H, W, s_gn, s_gh, s_gw)[:, None]
+                    + offs_c[None, :] * s_gc, mask=mask, other=0.0).to(tl.float32)
+    return g
+
+
+@triton.jit
+def _bn_relu_bwd_reduce_kernel(g_ptr, idx_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
+                               M, C, H, W, OH, OW,
                                s_gn, s_gc, s_gh, s_gw,
                                s_yn, s_yc, s_yh, s_yw,
                                counter_ptr, count, invstd_ptr, gamma_ptr,
                                k1_ptr, k2_ptr, k3_ptr, gg_ptr, gb_ptr,
                                COEF: tl.constexpr, TRAINING: tl.constexpr,
-                               HAS_GAMMA: tl.constexpr, BLOCK_P: tl.constexpr,
+                               HAS_GAMMA: tl.constexpr, POOL: tl.constexpr,
+                               BLOCK_P: tl.constexpr,
                                BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """Program (pid_m, pid_c) walks pixel tiles pid_m, pid_m + P, ... (grid-stride) of one
     channel tile and writes its partial sums of dz and dz*(y - shift) to part[0|1, pid_m,
@@ -121,9 +135,9 @@ def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
     for m0 in range(pid_m * BLOCK_M, M, P * BLOCK_M):
         m = m0 + tl.arange(0, BLOCK_M)
         mask = (m < M)[:, None] & c_ok[None, :]
-        g = tl.load(g_ptr + _row_offsets(m, HW, W, s_gn, s_gh, s_gw)[:, None] + offs_c[None, :] * s_gc,
-                    mask=mask, other=0.0).to(tl.float32)
-        y = tl.load(y_ptr + _row_offsets(m, HW, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
+        g = _grad_tile(g_ptr, idx_ptr, m, M, H, W, OH, OW, offs_c, c_ok, C, s_gn, s_gc, s_gh,
+                       s_gw, POOL, BLOCK_M, BLOCK_C)
+        y = tl.load(y_ptr + row_offsets(m, H, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
                     mask=mask, other=0.0).to(tl.float32)
         dz = tl.where(a[None, :] * y + c[None, :] > 0, g, 0.0)
         acc_dz += dz
@@ -139,11 +153,11 @@ def _bn_relu_bwd_reduce_kernel(g_ptr, y_ptr, a_ptr, c_ptr, s_ptr, part_ptr,
 
 
 @triton.jit
-def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr, s_ptr, o_ptr,
-                              M, C, HW, W,
+def _bn_relu_bwd_apply_kernel(g_ptr, idx_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr, s_ptr,
+                              o_ptr, M, C, H, W, OH, OW,
                               s_gn, s_gc, s_gh, s_gw,
                               s_yn, s_yc, s_yh, s_yw,
-                              s_on, s_oc, s_oh, s_ow,
+                              s_on, s_oc, s_oh, s_ow, POOL: tl.constexpr,
                               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """grad_y = k1 * dz + k2 * (y - shift) + k3 on one (BLOCK_M pixels, BLOCK_C channels) tile."""
     pid_m = tl.program_id(0)
@@ -158,29 +172,38 @@ def _bn_relu_bwd_apply_kernel(g_ptr, y_ptr, a_ptr, c_ptr, k1_ptr, k2_ptr, k3_ptr
     shift = tl.load(s_ptr + offs_c, mask=c_ok, other=0.0)[None, :]
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     mask = (m < M)[:, None] & c_ok[None, :]
-    g = tl.load(g_ptr + _row_offsets(m, HW, W, s_gn, s_gh, s_gw)[:, None] + offs_c[None, :] * s_gc,
-                mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + _row_offsets(m, HW, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
+    g = _grad_tile(g_ptr, idx_ptr, m, M, H, W, OH, OW, offs_c, c_ok, C, s_gn, s_gc, s_gh, s_gw,
+                   POOL, BLOCK_M, BLOCK_C)
+    y = tl.load(y_ptr + row_offsets(m, H, W, s_yn, s_yh, s_yw)[:, None] + offs_c[None, :] * s_yc,
                 mask=mask, other=0.0).to(tl.float32)
     dz = tl.where(a * y + c > 0, g, 0.0)
     res = k1 * dz + k2 * (y - shift) + k3
-    tl.store(o_ptr + _row_offsets(m, HW, W, s_on, s_oh, s_ow)[:, None] + offs_c[None, :] * s_oc,
+    tl.store(o_ptr + row_offsets(m, H, W, s_on, s_oh, s_ow)[:, None] + offs_c[None, :] * s_oc,
              res.to(o_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------- launchers
 
 
-def _check(grad_out, y, vecs, what):
+def _check(grad_out, y, vecs, what, pool_argmax=None):
     for name, t in (("grad_out", grad_out), ("y", y)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{what}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{what}: {name} must be 4-D (N, C, H, W), got shape {tuple(t.shape)}")
         check_kernel_dtype(t, what, name, gemm=False)
-    if grad_out.shape != y.shape:
-        raise ValueError(f"{what}: grad_out has shape {tuple(grad_out.shape)} but y has "
-                         f"{tuple(y.shape)}")
+    want = tuple(y.shape)
+    if pool_argmax is not None:  # grad_out: the gradient of the max pool after the unit
+        want = tuple(y.shape[:2]) + pool3x3s2_out_hw(*y.shape[2:])
+        if (min(y.shape[2:]) < 3 or not isinstance(pool_argmax, torch.Tensor)
+                or tuple(pool_argmax.shape) != want or pool_argmax.dtype != torch.uint8
+                or not pool_argmax.is_contiguous(memory_format=torch.channels_last)
+                or pool_argmax.device != y.device):
+            raise ValueError(f"{what}: pool_argmax must be the dense uint8 channels_last argmax "
+                             f"of a 3x3 / stride-2 pool of y {tuple(y.shape)}")
+    if tuple(grad_out.shape) != want:
+        raise ValueError(f"{what}: grad_out has shape {tuple(grad_out.shape)}, expected {want} "
+                         f"(y has {tuple(y.shape)})")
     dev = y.device
     dtypes.check_runnable(y, what, "y")
     C = y.shape[1]
@@ -205,17 +228,24 @@ def _blocks(C):
     return block_m, block_c
 
 
-def _checked(grad_out, y, vecs, shift, what):
+def _checked(grad_out, y, vecs, shift, what, pool_argmax=None):
     """_check, then the shift vector (zeros when None)."""
     if shift is not None:
         vecs = {**vecs, "shift": shift}
-    _check(grad_out, y, vecs, what)
+    _check(grad_out, y, vecs, what, pool_argmax)
     if shift is None:
         shift = torch.zeros(y.shape[1], dtype=torch.float32, device=y.device)
     return shift.contiguous()
 
 
-def _partials(grad_out, y, a, c, shift, coef=None):
+def _pool_args(grad_out, y, pool_argmax) -> dict:
+    """The kernels' pool arguments: the argmax and the pooled size (unused without POOL)."""
+    if pool_argmax is None:
+        return dict(idx_ptr=y, OH=1, OW=1, POOL=False)
+    return dict(idx_ptr=pool_argmax, OH=grad_out.shape[2], OW=grad_out.shape[3], POOL=True)
+
+
+def _partials(grad_out, y, a, c, shift, coef=None, pool_argmax=None):
     """Launches the reduce kernel: per-program partials, float32 [2, P, C], and P. coef: the
     coefficient arguments (counters, count, invstd, gamma, the five outputs, TRAINING,
     HAS_GAMMA), computed by the last program of each channel tile in the same launch."""
@@ -238,9 +268,13 @@ def _partials(grad_out, y, a, c, shift, coef=None):
                     k3_ptr=a, gg_ptr=a, gb_ptr=a, COEF=False, TRAINING=False, HAS_GAMMA=False)
     else:
         vecs = dict(coef, counter_ptr=arrival_counters(y.device, c_blocks), COEF=True)
+    pool = _pool_args(grad_out, y, pool_argmax)
     _bn_relu_bwd_reduce_kernel[(P, c_blocks)](
-        grad_out, y, a, c.contiguous(), shift, part, M, C, H * W, W,
-        *grad_out.stride(), *y.stride(), **vecs, BLOCK_P=64 if _INTERPRET else 32,
+        g_ptr=grad_out, idx_ptr=pool["idx_ptr"], y_ptr=y, a_ptr=a, c_ptr=c.contiguous(),
+        s_ptr=shift, part_ptr=part, M=M, C=C, H=H, W=W, OH=pool["OH"], OW=pool["OW"],
+        **dict(zip(("s_gn", "s_gc", "s_gh", "s_gw", "s_yn", "s_yc", "s_yh", "s_yw"),
+                   grad_out.stride() + y.stride())),
+        **vecs, POOL=pool["POOL"], BLOCK_P=64 if _INTERPRET else 32,
         BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
     return part, P
 
@@ -261,7 +295,8 @@ def bn_relu_bwd_reduce(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
 def bn_relu_bwd_coefficients(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor,
                              c: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
                              gamma: torch.Tensor | None = None, *, training: bool = True,
-                             grads_out: tuple | None = None):
+                             grads_out: tuple | None = None,
+                             pool_argmax: torch.Tensor | None = None):
     """ReLU + BN backward's per-channel part in one launch: (k1, k2, k3) for
     bn_relu_bwd_apply, grad_gamma and grad_beta, five float32 [C] (module doc, step 2).
 
@@ -269,12 +304,14 @@ def bn_relu_bwd_coefficients(grad_out: torch.Tensor, y: torch.Tensor, a: torch.T
     running ones in eval, where k1 = a and k2 = k3 = 0); gamma: the BN weight (None = 1).
     grads_out: optional (grad_gamma, grad_beta) float32 [C] contiguous views to write into
     (slices of a wider op's gradients), returned in their places.
+    pool_argmax: the unit's output went through a 3x3 / stride-2 max pool (its argmax, from
+    max_pool3x3s2_fwd): grad_out is the pool's output gradient, routed here (no pool backward).
     """
     vecs = {"a": a, "c": c, "invstd": invstd}
     if gamma is not None:
         gamma = gamma.detach()
         vecs["gamma"] = gamma = gamma if gamma.dtype == torch.float32 else gamma.float()
-    shift = _checked(grad_out, y, vecs, mean, "bn_relu_bwd_coefficients")
+    shift = _checked(grad_out, y, vecs, mean, "bn_relu_bwd_coefficients", pool_argmax)
     N, C, H, W = y.shape
     out = [torch.empty(C, dtype=torch.float32, device=y.device) for _ in range(3)]
     if grads_out is None:
@@ -291,23 +328,24 @@ def bn_relu_bwd_coefficients(grad_out: torch.Tensor, y: torch.Tensor, a: torch.T
                 gamma_ptr=gamma.contiguous() if gamma is not None else invstd,
                 **dict(zip(("k1_ptr", "k2_ptr", "k3_ptr", "gg_ptr", "gb_ptr"), out)),
                 TRAINING=training, HAS_GAMMA=gamma is not None)
-    _partials(grad_out, y, a, c, shift, coef)
+    _partials(grad_out, y, a, c, shift, coef, pool_argmax)
     return tuple(out)
 
 
 def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, c: torch.Tensor,
                       k1: torch.Tensor, k2: torch.Tensor, k3: torch.Tensor,
                       shift: torch.Tensor | None = None, *,
-                      out: torch.Tensor | None = None) -> torch.Tensor:
+                      out: torch.Tensor | None = None,
+                      pool_argmax: torch.Tensor | None = None) -> torch.Tensor:
     """grad_y = k1 * dz + k2 * (y - shift) + k3 per channel, dz = grad_out * (a*y + c > 0).
 
     grad_out, y: (N, C, H, W), any strides; a, c, k1, k2, k3, shift: float32 [C] (shift None
     = 0). out: optional (N, C, H, W) view of y's dtype to write into (any strides, e.g. a
     channel slice of a larger gradient buffer), else a new channels_last tensor. Returns
-    grad_y (out when given) with y's shape and dtype.
+    grad_y (out when given) with y's shape and dtype. pool_argmax: as bn_relu_bwd_coefficients.
     """
     shift = _checked(grad_out, y, {"a": a, "c": c, "k1": k1, "k2": k2, "k3": k3}, shift,
-                     "bn_relu_bwd_apply")
+                     "bn_relu_bwd_apply", pool_argmax)
     N, C, H, W = y.shape
     M = N * H * W
     if out is None:
@@ -322,7 +360,9 @@ def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, 
     vecs = [t.contiguous() for t in (a, c, k1, k2, k3)] + [shift]
     block_m, block_c = _blocks(C)
     grid = (triton.cdiv(M, block_m), triton.cdiv(C, block_c))
+    pool = _pool_args(grad_out, y, pool_argmax)
     _bn_relu_bwd_apply_kernel[grid](
-        grad_out, y, *vecs, out, M, C, H * W, W, *grad_out.stride(), *y.stride(), *out.stride(),
+        grad_out, pool["idx_ptr"], y, *vecs, out, M, C, H, W, pool["OH"], pool["OW"],
+        *grad_out.stride(), *y.stride(), *out.stride(), POOL=pool["POOL"],
         BLOCK_M=block_m, BLOCK_C=block_c, num_warps=4)
     return out

@@ -16,6 +16,7 @@ import triton.language as tl
 from .conv_common import STAT_ROWS
 from .dtypes import interpreter_on
 from .last_program import arrival_counters, arrive_last
+from .nhwc import pixel_channel_tile, row_offsets
 
 # Above this many groups, merge chunks of them in parallel first (one program per channel
 # block over, say, 170k groups would leave the GPU idle), in the same launch.
@@ -248,12 +249,7 @@ def _bn_relu_apply_kernel(y_ptr, a_ptr, c_ptr, out_ptr, M, C, OH, OW,
                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
     """out[n, ch, oh, ow] = relu(a[ch]*y + c[ch]); y is a dense channels_last [M, C] tensor,
     out any (N, C, OH, OW) view (e.g. a channel slice of a larger NHWC tensor)."""
-    pid_m = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m_ok = offs_m < M
-    c_ok = offs_c < C
+    offs_m, offs_c, m_ok, c_ok = pixel_channel_tile(M, C, BLOCK_M, BLOCK_C)
     mask = m_ok[:, None] & c_ok[None, :]
     y = tl.load(y_ptr + offs_m[:, None].to(tl.int64) * C + offs_c[None, :], mask=mask,
                 other=0.0).to(tl.float32)
@@ -262,10 +258,7 @@ def _bn_relu_apply_kernel(y_ptr, a_ptr, c_ptr, out_ptr, M, C, OH, OW,
     z = y * a[None, :] + c[None, :]
     if RELU:
         z = tl.maximum(z, 0.0)
-    ohw = OH * OW
-    n_idx = (offs_m // ohw).to(tl.int64)
-    rem = offs_m % ohw
-    o_row = n_idx * son + (rem // OW) * soh + (rem % OW) * sow
+    o_row = row_offsets(offs_m, OH, OW, son, soh, sow)
     tl.store(out_ptr + o_row[:, None] + offs_c[None, :] * soc, z.to(out_ptr.dtype.element_ty),
              mask=mask)
 

@@ -284,3 +284,44 @@ def test_gpu_full_size(dtype, training):
     _assert_close(gy, ref_gy, rel)
     _assert_close(gg, ref_gg, 1e-4)  # sums accumulate in fp32 from the same 16-bit inputs
     _assert_close(gb, ref_gb, 1e-4)
+
+
+# ---- BN + ReLU + 3x3 / stride-2 max pool, fused (the stem's Conv2d_2b -> maxpool1) ----------
+
+@pytest.mark.parametrize("n,c,h,w,layout", [(2, 32, 9, 9, "slice"), (3, 13, 8, 11, "nchw"),
+                                            (1, 70, 7, 7, "channels_last")])
+def test_pool_fused_bn_relu_forward_and_backward(n, c, h, w, layout):
+    """Forward: max_pool3x3s2_fwd(y, bn_relu=(a, c)) is the max pool of the unit's output
+    relu(a*y + c) in y's dtype (the same argmax); backward: the BN backward kernels fed the
+    pool's output gradient and argmax give what they give on the pool backward's full-size
+    gradient."""
+    from inception_fast.kernels.max_pool3x3s2 import max_pool3x3s2_bwd, max_pool3x3s2_fwd
+
+    torch.manual_seed(3)
+    y = torch.randn(n, c, h, w, device=DEVICE).to(memory_format=torch.channels_last)
+    gamma, beta = _params(c)
+    mean, var = torch.randn(c, device=DEVICE) * 0.1, torch.rand(c, device=DEVICE) + 0.5
+    invstd = (var + EPS).rsqrt()
+    a = gamma * invstd
+    cc = beta - mean * a
+    y[0, 0, :3, :3] = -1e3 if a[0] > 0 else 1e3  # a window of ReLU zeros: the first tap wins
+    z = torch.relu(y * a[:, None, None] + cc[:, None, None])
+    ref, ref_idx = max_pool3x3s2_fwd(z.contiguous(memory_format=torch.channels_last))
+    pooled, idx = max_pool3x3s2_fwd(y, bn_relu=(a, cc))
+    torch.testing.assert_close(pooled, ref, rtol=0, atol=0)
+    assert torch.equal(idx, ref_idx)
+    torch.testing.assert_close(pooled, F.max_pool2d(z, 3, 2), rtol=0, atol=0)
+    gp = _make(n, c, *pooled.shape[2:], layout)
+    full = max_pool3x3s2_bwd(gp, idx, (h, w))
+    for train in (True, False):
+        want = bn_relu_bwd_coefficients(full, y, a, cc, mean, invstd, gamma, training=train)
+        got = bn_relu_bwd_coefficients(gp, y, a, cc, mean, invstd, gamma, training=train,
+                                       pool_argmax=idx)
+        for g_, w_ in zip(got, want):
+            torch.testing.assert_close(g_, w_, rtol=1e-5, atol=1e-5)
+        k1, k2, k3 = want[:3]
+        torch.testing.assert_close(
+            bn_relu_bwd_apply(gp, y, a, cc, k1, k2, k3, shift=mean, pool_argmax=idx),
+            bn_relu_bwd_apply(full, y, a, cc, k1, k2, k3, shift=mean), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="pool_argmax"):
+        bn_relu_bwd_apply(gp, y, a, cc, a, a, a, pool_argmax=idx[:, :, :1])

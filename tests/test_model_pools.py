@@ -96,3 +96,49 @@ def test_block_counts_batches_once_per_unit_in_one_launch():
     with torch.no_grad():
         block(x)
     assert all(int(m.bn.num_batches_tracked) == 2 for m in block.children())
+
+
+@needs_triton
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("n,c_in,c_out,h,w,k,pad", [
+    (2, 5, 12, 11, 11, 3, 1),   # Conv2d_2b -> maxpool1, shrunk
+    (3, 8, 19, 9, 10, 3, 0),    # Conv2d_4a -> maxpool2 (unpadded), odd channels, batch 3
+    (1, 3, 8, 8, 7, 1, 0),      # batch 1, 1x1 conv, odd W
+])
+def test_unit_then_pool_fused_matches_reference(training, n, c_in, c_out, h, w, k, pad):
+    """ConvBNReLU + MaxPool3x3s2 on Triton (BN + ReLU inside the pool, the pooled gradient
+    gathered inside the BN backward) against the torch modules: output, every gradient and
+    the BN buffers."""
+    from inception_fast.nn import ConvBNReLU
+    from inception_fast.nn.pool import unit_then_pool
+
+    torch.manual_seed(1)
+    ref = ConvBNReLU(c_in, c_out, k, padding=pad, backend="torch").double()
+    with torch.no_grad():
+        ref.bn.weight.uniform_(-1.0, 1.5)  # negative scales flip the ReLU mask
+        ref.bn.bias.normal_()
+        ref.bn.running_mean.normal_(0, 0.1)
+        ref.bn.running_var.uniform_(0.5, 1.5)
+    fused = ConvBNReLU(c_in, c_out, k, padding=pad, backend="triton")
+    fused.load_state_dict({k_: v.float() for k_, v in ref.state_dict().items()})
+    ref.train(training)
+    fused.train(training)
+    x = torch.randn(n, c_in, h, w, dtype=torch.float64)
+    xr = x.clone().requires_grad_()
+    xf = x.float().contiguous(memory_format=CL).requires_grad_()
+    yr = unit_then_pool(MaxPool3x3s2("torch"), ref, xr)
+    yf = unit_then_pool(MaxPool3x3s2("triton"), fused, xf)
+    torch.testing.assert_close(yf.double(), yr, rtol=1e-4, atol=1e-5)
+    g = torch.randn_like(yr)
+    yr.backward(g)
+    yf.backward(g.float())
+    torch.testing.assert_close(xf.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
+    for (name, pr), pf in zip(ref.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(pf.grad.double(), pr.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, br), bf in zip(ref.named_buffers(), fused.buffers()):
+        torch.testing.assert_close(bf.double(), br.double(), rtol=1e-5, atol=1e-6, msg=name)
+    with torch.no_grad():  # eval without gradients: BN folded into the conv, then the pool
+        fused.eval(), ref.eval()
+        torch.testing.assert_close(unit_then_pool(MaxPool3x3s2("triton"), fused, xf).double(),
+                                   unit_then_pool(MaxPool3x3s2("torch"), ref, xr), rtol=1e-4,
+                                   atol=1e-5)

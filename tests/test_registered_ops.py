@@ -31,16 +31,18 @@ def _bn(c, seed=0):
             torch.randn(c, generator=g) * 0.1, torch.rand(c, generator=g) + 0.5)
 
 
-# (x shape, weight shape, stride, padding, out channels total, out offset, pool offset)
+# (x shape, weight shape, stride, padding, out channels total, out offset, pool offset,
+#  pool after)
 CASES = {
-    "3x3s2-pool": ((2, 5, 9, 9), (6, 5, 3, 3), [2, 2], [0, 0], 16, 2, 9),
-    "1x3-slice": ((1, 8, 5, 7), (4, 8, 1, 3), [1, 1], [0, 1], 9, 5, -1),
-    "1x1-new": ((3, 7, 4, 5), (3, 7, 1, 1), [1, 1], [0, 0], 0, 0, -1),
+    "3x3s2-pool": ((2, 5, 9, 9), (6, 5, 3, 3), [2, 2], [0, 0], 16, 2, 9, False),
+    "1x3-slice": ((1, 8, 5, 7), (4, 8, 1, 3), [1, 1], [0, 1], 9, 5, -1, False),
+    "1x1-new": ((3, 7, 4, 5), (3, 7, 1, 1), [1, 1], [0, 0], 0, 0, -1, False),
+    "3x3-pool-after": ((2, 3, 9, 8), (5, 3, 3, 3), [1, 1], [1, 1], 0, 0, -1, True),
 }
 
 
 def _fwd_args(case, training, save):
-    xs, ws, stride, padding, total, off, pool = CASES[case]
+    xs, ws, stride, padding, total, off, pool, after = CASES[case]
     x = torch.randn(xs).contiguous(memory_format=CL)
     w = torch.randn(ws) * 0.3
     gamma, beta, rm, rv = _bn(ws[0])
@@ -50,7 +52,7 @@ def _fwd_args(case, training, save):
         ow = (xs[3] + 2 * padding[1] - ws[3]) // stride[1] + 1
         out = torch.zeros(xs[0], total, oh, ow).contiguous(memory_format=CL)
     return (x, w, gamma, beta, rm, rv, out, stride, padding, 1e-3, 0.1, training, off, pool,
-            save)
+            after, save)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -64,13 +66,15 @@ def test_opcheck_triton_fwd(case, training, save):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("training", [True, False])
 def test_opcheck_triton_bwd(case, training):
-    x, w, gamma, beta, rm, rv, out, stride, padding, *_ , off, pool, _s = _fwd_args(
+    x, w, gamma, beta, rm, rv, out, stride, padding, *_, off, pool, after, _s = _fwd_args(
         case, training, True)
     res, y, mean, invstd, a, c, idx = cbr_triton.conv_bn_relu_triton_fwd(
-        x, w, gamma, beta, rm, rv, out, stride, padding, 1e-3, 0.1, training, off, pool, True)
+        x, w, gamma, beta, rm, rv, out, stride, padding, 1e-3, 0.1, training, off, pool, after,
+        True)
     grad = torch.randn_like(out if out is not None else res)
     args = (grad, x, w, y, mean, invstd, a, c, gamma, idx, stride, padding, training,
-            off if out is not None else -1, pool, [True, True, True, True, out is not None])
+            off if out is not None else -1, pool, after,
+            [True, True, True, True, out is not None])
     torch.library.opcheck(torch.ops.inception_fast.conv_bn_relu_triton_bwd.default, args,
                           test_utils=CHECKS)
 
@@ -83,7 +87,7 @@ def ref_kernels(monkeypatch):
 @pytest.mark.parametrize("case", ["1x3-slice", "1x1-new"])
 @pytest.mark.parametrize("training,save", [(True, True), (False, True), (False, False)])
 def test_opcheck_cuda_fwd_and_bwd(ref_kernels, case, training, save):
-    x, w, gamma, beta, rm, rv, out, stride, padding, eps, mom, _t, off, _p, _s = _fwd_args(
+    x, w, gamma, beta, rm, rv, out, stride, padding, eps, mom, _t, off, _p, _a, _s = _fwd_args(
         case, training, save)
     fwd = (torch.ops.inception_fast.conv_bn_relu_cuda_train_fwd if training
            else torch.ops.inception_fast.conv_bn_relu_cuda_eval_fwd)

@@ -17,7 +17,7 @@ from torch import nn
 from .. import backends
 from ..nn import (ConvBNReLU, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD,
                   InceptionE)
-from ..nn.pool import GlobalAvgPool, MaxPool3x3s2
+from ..nn.pool import GlobalAvgPool, MaxPool3x3s2, unit_then_pool
 from .base import InceptionBase, stem_variant
 
 
@@ -73,11 +73,9 @@ class Inception3(InceptionBase):
         x = self._transform_input(x)
         x = self.Conv2d_1a_3x3(x)
         x = self.Conv2d_2a_3x3(x)
-        x = self.Conv2d_2b_3x3(x)
-        x = self.maxpool1(x)
+        x = unit_then_pool(self.maxpool1, self.Conv2d_2b_3x3, x)
         x = self.Conv2d_3b_1x1(x)
-        x = self.Conv2d_4a_3x3(x)
-        x = self.maxpool2(x)
+        x = self.maxpool2.after(self.Conv2d_4a_3x3, x)
         x = self.Mixed_5b(x)
         x = self.Mixed_5c(x)
         x = self.Mixed_5d(x)

@@ -25,7 +25,7 @@ from torch import nn
 from .. import backends
 from ..nn import ConvBNReLU, InceptionE
 from ..nn.paper_blocks import InceptionAuxBN, InceptionFig5, InceptionFig6, InceptionReduction
-from ..nn.pool import GlobalAvgPool, MaxPool3x3s2
+from ..nn.pool import GlobalAvgPool, MaxPool3x3s2, unit_then_pool
 from .base import InceptionBase, stem_variant
 
 FIG6_WIDTHS = (128, 160, 160, 192, 192)  # inner widths of Mixed_6b..Mixed_6f
@@ -70,8 +70,7 @@ class InceptionV3Paper(InceptionBase):
         run_aux = self._check_input(x)
         x = self.Conv2d_1a_3x3(x)
         x = self.Conv2d_2a_3x3(x)
-        x = self.Conv2d_2b_3x3(x)
-        x = self.maxpool1(x)
+        x = unit_then_pool(self.maxpool1, self.Conv2d_2b_3x3, x)
         x = self.Conv2d_3b_3x3(x)
         x = self.Conv2d_4a_3x3(x)
         x = self.Conv2d_4b_3x3(x)

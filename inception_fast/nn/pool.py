@@ -37,6 +37,24 @@ class MaxPool3x3s2(nn.Module):
                           memory_format=torch.channels_last)
         return max_pool3x3s2_into(x, out, 0, backend=b)
 
+    def after(self, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """self(unit(x)), with the unit's BN + ReLU inside the pool when both run on Triton
+        (ops/conv_bn_relu.py, pool_after): the unit's full-size output and its gradient are
+        never written. A pool with forward hooks of its own (they would want that output) takes
+        the unfused path, so that they run and see it."""
+        b = backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
+        hooked = bool(self._forward_hooks or self._forward_pre_hooks)
+        if b == "triton" and unit.backend == "triton" and not hooked:
+            return unit(x, pool_after=True)
+        return self(unit(x))
+
+
+def unit_then_pool(pool: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """pool(unit(x)) for a stem max-pool that a section-9 variant may replace by Identity."""
+    if isinstance(pool, MaxPool3x3s2):
+        return pool.after(unit, x)
+    return pool(unit(x))
+
 
 class GlobalAvgPool(nn.Module):
     """AdaptiveAvgPool2d((1, 1)) whose gradient is a broadcast view with channels contiguous

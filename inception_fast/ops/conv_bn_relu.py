@@ -5,7 +5,9 @@ In training, BN uses the batch statistics and updates running_mean / running_var
 with `momentum` (the already-resolved exponential average factor, as BatchNorm2d computes
 it; unbiased variance for the running estimate). In eval, BN uses the running statistics.
 If `out` is given, the result is written into out[:, offset:offset + C_out] and that slice
-(a view of `out`) is returned; the rest of `out` is left untouched.
+(a view of `out`) is returned; the rest of `out` is left untouched. `pool_after` (no `out`):
+the result is max_pool2d(y, 3, stride=2), the stem's conv unit and the max-pool after it as one
+op (the Triton backend never writes the unit's full-size output).
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ from .checks import check_conv_input, check_out_slice, conv_out_size
 
 def conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
                            stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1,
-                           training=False, out=None, out_offset=0):
+                           training=False, out=None, out_offset=0, pool_after=False):
     """The oracle: torch's own conv2d + batch_norm + relu (cuDNN on a GPU)."""
     y = F.conv2d(x, weight, None, stride, padding)
     y = F.batch_norm(y, running_mean, running_var, bn_weight, bn_bias, training, momentum, eps)
     y = F.relu(y)
+    if pool_after:
+        return F.max_pool2d(y, kernel_size=3, stride=2)
     if out is None:
         return y
     view = out[:, out_offset:out_offset + y.shape[1]]
@@ -32,10 +36,12 @@ def conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_
 
 def conv_bn_relu(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
                  stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1, training=False,
-                 out=None, out_offset=0, backend="torch"):
+                 out=None, out_offset=0, pool_after=False, backend="torch"):
     """Checked entry point: validates inputs, resolves `backend` for this call, dispatches.
     Under torch.autocast the fused backends cast x as autocast casts a conv input (ops/amp.py)."""
     check_conv_input(x, weight)
+    if pool_after and out is not None:
+        raise ValueError("conv_bn_relu: pool_after returns a new pooled tensor; it takes no out")
     b = backends.resolve(backend, x)
     if b != "torch":
         x = autocast_input(x)
@@ -47,11 +53,14 @@ def conv_bn_relu(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
     kwargs = dict(stride=tuple(stride), padding=tuple(padding), eps=eps, momentum=momentum,
                   training=training, out=out, out_offset=out_offset)
     if b == "torch":
-        return conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
+        return conv_bn_relu_reference(x, weight, bn_weight, bn_bias, running_mean, running_var,
+                                      pool_after=pool_after, **kwargs)
     if b == "triton":
         from .conv_bn_relu_triton import conv_bn_relu_triton
 
-        return conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
+        return conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var,
+                                   pool_after=pool_after, **kwargs)
     from .conv_bn_relu_cuda import conv_bn_relu_cuda
 
-    return conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
+    y = conv_bn_relu_cuda(x, weight, bn_weight, bn_bias, running_mean, running_var, **kwargs)
+    return F.max_pool2d(y, kernel_size=3, stride=2) if pool_after else y

@@ -14,6 +14,11 @@ pool_offset (a grid reduction, Mixed_6a: 3x3 / stride-2 / unpadded conv writing 
 max_pool2d(x, 3, 2) goes into out[:, pool_offset:pool_offset + C_in] from the same pass over
 the input windows (kernels/conv3x3s2_pool.py); in backward the pool slice's gradient is routed
 to its argmax (kernels/max_pool3x3s2.py) and added to the input gradient.
+
+pool_after (the stem's Conv2d_2b -> maxpool1 and Conv2d_4a -> maxpool2): the result is
+max_pool2d(unit output, 3, 2). BN + ReLU are applied inside the pool kernel, so the unit's
+full-size output is never written; backward gathers the pooled gradient through the argmax
+inside the BN backward kernels (no full-size gradient either).
 """
 from __future__ import annotations
 
@@ -31,8 +36,8 @@ from ..kernels.bn_train import bn_finalize, bn_relu_apply
 from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 from ..kernels.conv2d_fwd import conv2d_fwd, pack_weight
 from ..kernels.dtypes import check_kernel_dtype
-from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd
-from ..kernels.sizes import conv_out_shape
+from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd, max_pool3x3s2_fwd
+from ..kernels.sizes import conv_out_shape, pool3x3s2_out_hw
 
 CL = torch.channels_last
 # conv weight -> packed weights (BN-folded in eval with no grad), rebuilt when an input changed.
@@ -80,12 +85,13 @@ def _forward(
         x: Tensor, weight: Tensor, bn_weight: Optional[Tensor], bn_bias: Optional[Tensor],
         running_mean: Optional[Tensor], running_var: Optional[Tensor], out: Optional[Tensor],
         stride: list[int], padding: list[int], eps: float, momentum: float, training: bool,
-        out_offset: int, pool_offset: int, save: bool
+        out_offset: int, pool_offset: int, pool_after: bool, save: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(result, y, mean, invstd, a, c, argmax). result: the new output when `out` is None
     (else absent: it went into out[:, out_offset:+C_out]); pool_offset >= 0: max_pool2d(x, 3, 2)
-    into out[:, pool_offset:+C_in] too. save: also return what backward needs (the pre-BN y,
-    the BN vectors, the pool argmax); else those are absent and eval folds BN into the conv."""
+    into out[:, pool_offset:+C_in] too; pool_after: the result max-pooled (3x3, stride 2), the
+    argmax that of this pool. save: also return what backward needs (the pre-BN y, the BN
+    vectors, the pool argmax); else those are absent and eval folds BN into the conv."""
     stride, padding = tuple(stride), tuple(padding)
     c_out = weight.shape[0]
     view, pool = _slice(out, out_offset if out is not None else -1, c_out), \
@@ -94,20 +100,24 @@ def _forward(
         y, mean, invstd, a, c, idx = _bn_train_stats(
             x, weight, bn_weight, bn_bias, running_mean, running_var, stride, padding, eps,
             momentum, pool)
-        res = bn_relu_apply(y, a, c, out=view)
     elif save:
         res = conv2d_fwd(x, weight, stride=stride, padding=padding,
                          packed=_packed(weight, x.dtype), pool_out=pool)
         y, idx = res if pool is not None else (res, None)
         mean, invstd, a, c = eval_affine(bn_weight, bn_bias, running_mean, running_var, eps)
-        res = bn_relu_apply(y, a, c, out=view)
     else:  # eval, nothing to differentiate: BN folded into the conv, one kernel
         packed, bias = _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps,
                                x.dtype)
         res = conv2d_fwd(x, weight, stride=stride, padding=padding, bias=bias, relu=True,
                          out=view, packed=packed, pool_out=pool)
         res = res[0] if pool is not None else res
+        if pool_after:
+            res = max_pool3x3s2_fwd(res)[0]
         return (absent(x) if out is not None else res,) + absents(x, 6)
+    if pool_after:  # BN + ReLU inside the pool: the full-size output is never stored
+        res, idx = max_pool3x3s2_fwd(y, bn_relu=(a, c))
+    else:
+        res = bn_relu_apply(y, a, c, out=view)
     if not save:
         return (absent(x) if out is not None else res,) + absents(x, 6)
     idx = absent(x, torch.uint8) if idx is None else idx
@@ -120,25 +130,30 @@ conv_bn_relu_triton_train_fwd, conv_bn_relu_triton_eval_fwd = train_and_eval_ops
 
 def conv_bn_relu_triton_fwd(x, weight, bn_weight, bn_bias, running_mean, running_var, out,
                             stride, padding, eps, momentum, training, out_offset, pool_offset,
-                            save):
+                            pool_after, save):
     op = conv_bn_relu_triton_train_fwd if training else conv_bn_relu_triton_eval_fwd
     return op(x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding,
-              eps, momentum, training, out_offset, pool_offset, save)
+              eps, momentum, training, out_offset, pool_offset, pool_after, save)
 
 
 @conv_bn_relu_triton_train_fwd.register_fake
 @conv_bn_relu_triton_eval_fwd.register_fake
 def _(x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding, eps,
-      momentum, training, out_offset, pool_offset, save):
+      momentum, training, out_offset, pool_offset, pool_after, save):
     n, c_in = x.shape[:2]
     shape = conv_out_shape(x.shape, weight.shape, stride, padding)
     c_out = shape[1]
-    res = absent(x) if out is not None else x.new_empty(shape).contiguous(memory_format=CL)
+    res_shape = shape[:2] + pool3x3s2_out_hw(*shape[2:]) if pool_after else shape
+    res = absent(x) if out is not None else x.new_empty(res_shape).contiguous(memory_format=CL)
     if not save:
         return (res,) + absents(x, 6)
     vec = [x.new_empty((c_out,), dtype=torch.float32) for _ in range(4)]
-    idx = (x.new_empty((n, c_in) + shape[2:], dtype=torch.uint8).contiguous(memory_format=CL)
-           if pool_offset >= 0 else absent(x, torch.uint8))
+    if pool_after:
+        idx = x.new_empty(res_shape, dtype=torch.uint8).contiguous(memory_format=CL)
+    elif pool_offset >= 0:
+        idx = x.new_empty((n, c_in) + shape[2:], dtype=torch.uint8).contiguous(memory_format=CL)
+    else:
+        idx = absent(x, torch.uint8)
     return (res, x.new_empty(shape).contiguous(memory_format=CL), *vec, idx)
 
 
@@ -146,11 +161,12 @@ def _(x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, pad
 def conv_bn_relu_triton_bwd(
         grad: Tensor, x: Tensor, weight: Tensor, y: Tensor, mean: Tensor, invstd: Tensor,
         a: Tensor, c: Tensor, bn_weight: Optional[Tensor], argmax: Tensor, stride: list[int],
-        padding: list[int], training: bool, out_offset: int, pool_offset: int,
+        padding: list[int], training: bool, out_offset: int, pool_offset: int, pool_after: bool,
         needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_w, grad_gamma, grad_beta, grad_out): float32 BN gradients; grad_out (the
     gradient of `out`'s old contents: `grad` with the written slices zeroed). `grad` is the
-    whole output's gradient when out_offset >= 0. needs: which of the five to compute (the
+    whole output's gradient when out_offset >= 0, the pooled output's with pool_after (routed
+    through `argmax` inside the BN backward kernels). needs: which of the five to compute (the
     others are absent)."""
     stride, padding = tuple(stride), tuple(padding)
     need_x, need_w, need_g, need_b, need_out = needs
@@ -164,11 +180,12 @@ def conv_bn_relu_triton_bwd(
             if pool_offset >= 0:
                 _slice(grad_out_full, pool_offset, x.shape[1]).zero_()
         grad = grad[:, out_offset:out_offset + c_out]
-    k1, k2, k3, grad_gamma, sum_dz = bn_relu_bwd_coefficients(grad, y, a, c, mean, invstd,
-                                                              bn_weight, training=training)
+    after = argmax if pool_after else None
+    k1, k2, k3, grad_gamma, sum_dz = bn_relu_bwd_coefficients(
+        grad, y, a, c, mean, invstd, bn_weight, training=training, pool_argmax=after)
     grad_x, grad_w = absent(grad), absent(grad)
     if need_x or need_w:
-        grad_y = bn_relu_bwd_apply(grad, y, a, c, k1, k2, k3, shift=mean)
+        grad_y = bn_relu_bwd_apply(grad, y, a, c, k1, k2, k3, shift=mean, pool_argmax=after)
         if need_x:
             grad_x = conv2d_dgrad(grad_y, weight, tuple(x.shape[2:]), stride=stride,
                                   padding=padding, packed=_packed(weight, grad_y.dtype))
@@ -184,7 +201,7 @@ def conv_bn_relu_triton_bwd(
 
 @conv_bn_relu_triton_bwd.register_fake
 def _(grad, x, weight, y, mean, invstd, a, c, bn_weight, argmax, stride, padding, training,
-      out_offset, pool_offset, needs):
+      out_offset, pool_offset, pool_after, needs):
     need_x, need_w, need_g, need_b, need_out = needs
     vec = lambda: mean.new_empty(mean.shape)  # noqa: E731
     return (y.new_empty(x.shape).contiguous(memory_format=CL) if need_x else absent(grad),
@@ -202,13 +219,13 @@ class _ConvBNReLUFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bn_weight, bn_bias, out, running_mean, running_var, stride,
-                padding, eps, momentum, training, out_offset, pool_offset):
+                padding, eps, momentum, training, out_offset, pool_offset, pool_after):
         res, y, mean, invstd, a, c, idx = conv_bn_relu_triton_fwd(
             x, weight, bn_weight, bn_bias, running_mean, running_var, out, stride, padding, eps,
-            momentum, training, out_offset, pool_offset, True)
+            momentum, training, out_offset, pool_offset, pool_after, True)
         ctx.save_for_backward(x, weight, y, mean, invstd, a, c, bn_weight, idx)
         ctx.args = (stride, padding, training, out_offset if out is not None else -1,
-                    pool_offset)
+                    pool_offset, pool_after)
         ctx.dtypes = (None if bn_weight is None else bn_weight.dtype,
                       None if bn_bias is None else bn_bias.dtype)
         if out is None:
@@ -224,7 +241,7 @@ class _ConvBNReLUFn(torch.autograd.Function):
                                                        bn_weight, idx, *ctx.args, needs)
         g_dtype, b_dtype = ctx.dtypes
         return (present(gx), present(gw), gg.to(g_dtype) if needs[2] else None,
-                gb.to(b_dtype) if needs[3] else None, present(gout)) + (None,) * 9
+                gb.to(b_dtype) if needs[3] else None, present(gout)) + (None,) * 10
 
 
 def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
@@ -249,11 +266,12 @@ def _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training):
 
 def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
                         stride=(1, 1), padding=(0, 0), eps=1e-3, momentum=0.1, training=False,
-                        out=None, out_offset=0, pool_offset=None):
+                        out=None, out_offset=0, pool_offset=None, pool_after=False):
     """relu(batch_norm(conv2d(x, weight))) on the Triton kernels; arguments and semantics as
     conv_bn_relu_reference. `out` (N, C_total, OH, OW): the result goes into
     out[:, out_offset:out_offset + C_out] and that view is returned. `pool_offset` (3x3/2
-    unpadded conv with `out` only): max_pool2d(x, 3, 2) into out[:, pool_offset:+C_in] too."""
+    unpadded conv with `out` only): max_pool2d(x, 3, 2) into out[:, pool_offset:+C_in] too.
+    `pool_after` (no `out`): returns max_pool2d(result, 3, 2), fused (module doc)."""
     stride, padding = tuple(stride), tuple(padding)
     _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
     c_out = weight.shape[0]
@@ -274,10 +292,13 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
             raise ValueError(f"conv_bn_relu(backend='triton'): the pool slice [{pool_offset}, "
                              f"{pool_offset + c_in}) must fit in `out` beside the conv slice "
                              f"[{out_offset}, {out_offset + c_out})")
+    if pool_after and (out is not None or pool_offset is not None):
+        raise ValueError("conv_bn_relu(backend='triton'): pool_after returns a new pooled "
+                         "tensor: it takes no `out` and no pool_offset")
     if running_mean is None or running_var is None:
         running_mean = running_var = None
     args = (list(stride), list(padding), float(eps), float(momentum), bool(training),
-            out_offset, -1 if pool_offset is None else pool_offset)
+            out_offset, -1 if pool_offset is None else pool_offset, bool(pool_after))
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, weight, bn_weight, bn_bias, out))
     if needs_grad:
