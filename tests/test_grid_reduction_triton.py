@@ -35,7 +35,7 @@ def test_kernel_writes_conv_and_pool_slices(monkeypatch, n, ci, h, w, co, small_
         if DEV == "cuda":
             pytest.skip("tile sizes are forced through the interpreter's launch")
         monkeypatch.setattr(cf, "interpreter_tiles",
-                            lambda m, c, k: dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16))
+                            lambda m, c, k: dict(BLOCK_M=STAT_ROWS, BLOCK_N=16, BLOCK_K=16))
     torch.manual_seed(0)
     x = torch.randn(n, ci, h, w, device=DEV).to(memory_format=CL)
     x[0, 0, 0, 0] = x[0, 0, 0, 1]           # a tie inside the first window

@@ -100,7 +100,7 @@ def test_conv_bias_relu_into_slice(n, ci, h, w, co, k, s, p):
     (2, 36, 7, 6, 20, (3, 3), (1, 1), (1, 1)), (1, 17, 9, 8, 9, (5, 5), (2, 2), (2, 2))])
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
 def test_flat_k_loop_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, s, p, layout):
-    """16-channel K steps and 32-row tiles (the smallest the BN partials allow): the one
+    """16-channel K steps and STAT_ROWS-row tiles (the smallest the BN partials allow): the one
     (channel block, tap) loop crosses channel-block tails, every tap's padding, tile, line and
     image boundaries; with the statistics epilogue, against torch."""
     launched = []
@@ -108,7 +108,7 @@ def test_flat_k_loop_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, s, p
     monkeypatch.setattr(conv2d_fwd_module._conv2d_fwd_kernel.fn, "run",
                         lambda *a, **kw: (launched.append(kw["BLOCK_K"]), orig(*a, **kw))[1])
     monkeypatch.setattr(conv_common, "interpreter_tiles",
-                        lambda m, c, kk: dict(BLOCK_M=32, BLOCK_N=16, BLOCK_K=16))
+                        lambda m, c, kk: dict(BLOCK_M=STAT_ROWS, BLOCK_N=16, BLOCK_K=16))
     torch.manual_seed(1)
     x = torch.randn(n, ci, h, 2 * w)[..., ::2] if layout == "strided" else \
         torch.randn(n, ci, h, w).to(memory_format=torch.channels_last)
@@ -126,7 +126,7 @@ def test_flat_k_loop_with_many_small_tiles(monkeypatch, n, ci, h, w, co, k, s, p
 @pytest.mark.parametrize("count,c,offset", [(150, 5, 0.0), (11000, 3, 50.0), (40000, 2, 0.0)])
 def test_bn_finalize(count, c, offset, monkeypatch):
     """Partials from the conv epilogue -> mean, invstd, a, c and running stats as torch, in one
-    launch. The large counts (over 256 groups) merge chunks in parallel and the last program
+    launch. The largest count (over 256 groups) merges chunks in parallel and the last program
     of each channel block merges the chunks; a second call (arrival counters reset by the
     last program) gives the same statistics."""
     torch.manual_seed(2)
@@ -196,8 +196,9 @@ def test_bn_finalize_errors():
         bn_finalize(p[:1], p[:1], 1, eps=1e-3, momentum=0.1)
     with pytest.raises(ValueError, match="do not cover"):
         bn_finalize(p, p, 10, eps=1e-3, momentum=0.1)
-    with pytest.raises(ValueError, match="running_mean"):
-        bn_finalize(p, p, 40, eps=1e-3, momentum=0.1, running_mean=torch.zeros(4, device=DEV),
+    with pytest.raises(ValueError, match="running_mean"):  # 2 groups: STAT_ROWS + 8 rows
+        bn_finalize(p, p, STAT_ROWS + 8, eps=1e-3, momentum=0.1,
+                    running_mean=torch.zeros(4, device=DEV),
                     running_var=torch.zeros(3, device=DEV))
 
 

@@ -51,12 +51,17 @@ class Collected:
 
 def record_launches(w: Workload, target, count_aten: bool = False):
     """(launches, aten counter or None): one step of `w` on the Triton backend, every launch
-    recorded (with every autotune config its pruning keeps) for `target`."""
+    recorded (with every autotune config its pruning keeps) for `target`. Eval counts a second
+    call (serving's steady state: BN folded once into cached weights); a training step repacks
+    the weights the optimizer changed, so its one step is the steady state."""
     dt = w.torch_dtype
     with workload.triton_on_meta():
         net = workload.build_model(w.model, w.size, dt, "triton")
         with capture.ModuleLabels(net) as lab, capture.recording(target, lab) as launches, \
                 contextlib.ExitStack() as stack:
+            if w.mode == "eval":  # steady state: the first call folds BN into cached weights
+                workload.step(net, w.shape, dt, w.mode, "triton")
+                launches.clear()
             ours = stack.enter_context(traffic.AtenCounter(
                 lambda: (lab.current(), lab.phase()))) if count_aten else None
             workload.step(net, w.shape, dt, w.mode, "triton")

@@ -87,8 +87,8 @@ def loss_of(logits: torch.Tensor, mode: str, backend: str) -> torch.Tensor:
 def step(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, mode: str,
          backend: str = "triton") -> None:
     """One step of `mode` on a meta batch; train modes: the trainer's loss of the logits plus
-    AUX_WEIGHT x the same loss of the aux logits (where the head runs), and its backward (the
-    sum of the output for a model without a classifier)."""
+    AUX_WEIGHT x the same loss of the aux logits (where the head runs), and its backward (half
+    the sum of squares of the output for a model without a classifier)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     x = torch.empty(shape, device="meta", dtype=dtype).contiguous(
@@ -101,7 +101,11 @@ def step(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, mode: str,
     net.train()
     out = net(x)
     logits, aux = (out.logits, out.aux_logits) if hasattr(out, "logits") else (out, None)
-    loss = loss_of(logits, mode, backend) if logits.dim() == 2 else logits.float().sum()
+    # A model without a classifier (units): half the sum of squares, whose gradient is the
+    # output itself, dense channels_last as a real layer's gradient is (the gradient of a
+    # plain sum is one broadcast value: stride 0 along channels, no vector loads to see).
+    loss = (loss_of(logits, mode, backend) if logits.dim() == 2
+            else logits.float().square().sum() / 2)
     if aux is not None:
         loss = loss + AUX_WEIGHT * loss_of(aux, mode, backend)
     loss.backward()

@@ -232,12 +232,13 @@ def conv1x1_multi_triton(x, units, *, training, out=None):
     if len(plain) > MAX_PLAIN or len(pools) > 1:
         raise ValueError(f"{what}: at most {MAX_PLAIN} plain units and 1 pool unit per group, "
                          f"got {len(plain)} and {len(pools)}")
-    if pools and pools[0].out_offset is None:
+    if len(pools) > 0 and pools[0].out_offset is None:
         raise ValueError(f"{what}: the pool unit must write into out")
     ordered = plain + pools  # the plan order: the GEMM's column blocks
+    # len(pools) > 0, not bool(pools): torch 2.11's dynamo cannot trace bool() of a list.
     spec = (tuple(-1 if u.out_offset is None else u.out_offset for u in ordered),
             tuple(_flags(u) for u in ordered), tuple(float(u.eps) for u in ordered),
-            tuple(float(u.momentum) for u in ordered), bool(pools), bool(training))
+            tuple(float(u.momentum) for u in ordered), len(pools) > 0, bool(training))
     weights = [u.weight for u in ordered]
     gammas = [u.bn_weight for u in ordered if u.bn_weight is not None]
     betas = [u.bn_bias for u in ordered if u.bn_bias is not None]
