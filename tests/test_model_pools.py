@@ -50,20 +50,23 @@ def test_max_pool_torch_backend_and_errors():
         MaxPool3x3s2("torch")(torch.randn(1, 2, 2, 5))
 
 
+@needs_triton
 @pytest.mark.parametrize("layout", ["cl", "nchw"])
 def test_global_avg_pool_gradient_is_a_channel_contiguous_broadcast(layout):
     x = torch.randn(3, 10, 5, 7, dtype=torch.float64)
     if layout == "cl":
         x = x.contiguous(memory_format=CL)
     x.requires_grad_()
-    y = GlobalAvgPool()(x)
+    assert GlobalAvgPool("torch")(x).grad_fn.name() != "_GlobalAvgPoolFnBackward"
+    y = GlobalAvgPool("triton")(x)
     ref = x.detach().mean((2, 3), keepdim=True)
     torch.testing.assert_close(y, ref)
     g = torch.randn(3, 10, 1, 1, dtype=torch.float64)
     (gx,) = torch.autograd.grad(y, x, g)
     torch.testing.assert_close(gx, g.expand(3, 10, 5, 7) / 35)
     assert gx.stride() == (10, 1, 0, 0)  # channels contiguous, nothing of (N, C, H, W) written
-    torch.autograd.gradcheck(GlobalAvgPool(), (x[:1, :2, :3, :2].detach().requires_grad_(),))
+    torch.autograd.gradcheck(GlobalAvgPool("triton"),
+                             (x[:1, :2, :3, :2].detach().requires_grad_(),))
 
 
 class _Ops(TorchDispatchMode):

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import backends
 from ..nn import ConvBNReLU
-from ..nn.pool import MaxPool3x3s2
+from ..nn.pool import GlobalAvgPool, MaxPool3x3s2
 from .shapes import check_input_size, grid_sizes
 
 # The same namedtuple shape as torchvision's (not imported: torchvision is optional at runtime).
@@ -52,7 +52,7 @@ class InceptionBase(nn.Module):
         """Switch every fused module to `backend` (checked here, resolved per call)."""
         backends.check(backend)
         for m in self.modules():
-            if isinstance(m, (ConvBNReLU, MaxPool3x3s2)):
+            if isinstance(m, (ConvBNReLU, MaxPool3x3s2, GlobalAvgPool)):
                 m.backend = backend
         return self
 

@@ -53,7 +53,7 @@ class Inception3(InceptionBase):
         self.Mixed_7a = InceptionD(768, backend=backend)
         self.Mixed_7b = InceptionE(1280, backend=backend)
         self.Mixed_7c = InceptionE(2048, backend=backend)
-        self.avgpool = GlobalAvgPool()
+        self.avgpool = GlobalAvgPool(backend)
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(2048, num_classes)
         if init_weights:

@@ -57,8 +57,19 @@ def unit_then_pool(pool: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.T
 
 
 class GlobalAvgPool(nn.Module):
-    """AdaptiveAvgPool2d((1, 1)) whose gradient is a broadcast view with channels contiguous
-    (ops/global_avg_pool.py: what the last block's fused BN backward reads fastest)."""
+    """AdaptiveAvgPool2d((1, 1)). On the fused backends its gradient is a broadcast view with
+    channels contiguous (ops/global_avg_pool.py: what the last block's fused BN backward reads
+    fastest); "torch" and "auto": torch's own (the eager reference stays torchvision's)."""
+
+    def __init__(self, backend: str = "auto"):
+        super().__init__()
+        self.backend = backends.check(backend)
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend!r}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
+        if b == "torch":
+            return F.adaptive_avg_pool2d(x, (1, 1))
         return global_avg_pool(x)
