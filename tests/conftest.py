@@ -13,3 +13,13 @@ def extension():
     if why:
         pytest.skip(f"cannot compile csrc/ on this machine: {why}")
     return ext.load()
+
+
+def pytest_collection_modifyitems(config, items):
+    """One marker per op or area (`pytest -m conv_bn_relu`), from the module's name (areas.py)."""
+    from areas import area_of
+
+    for item in items:
+        area = area_of(item.module.__name__.rsplit(".", 1)[-1]) if item.module else None
+        if area:
+            item.add_marker(getattr(pytest.mark, area))

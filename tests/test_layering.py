@@ -130,3 +130,15 @@ def test_the_checker_can_fail(tmp_path):
     assert ("inception_fast.nn.blocks", "InceptionA", 1) in found
     assert ("inception_fast.kernels.conv2d_fwd", "_secret", 2) in found
     assert LAYERS[_layer("inception_fast.nn.blocks")] > LAYERS["kernels"]
+
+
+def test_every_test_module_has_an_area_marker():
+    """tests/conftest.py marks each test by its module's area (pytest -m <area>); a module
+    that matches no pattern would silently have none."""
+    from pathlib import Path
+
+    from areas import area_of
+
+    modules = [p.stem for p in Path(__file__).parent.glob("test_*.py")]
+    assert modules and not [m for m in modules if area_of(m) is None]
+    assert area_of("test_something_new") is None  # the check can fail
