@@ -3,6 +3,7 @@ backend switching and the classifier head."""
 from __future__ import annotations
 
 from collections import namedtuple
+from functools import partial
 
 import torch
 from torch import nn
@@ -37,6 +38,30 @@ class InceptionBase(nn.Module):
     `dropout`, `fc`."""
 
     name = "inception"
+
+    def _first_units(self, backend: str, input_size: int, aux_logits: bool):
+        """The settings and the stem's first three units and max-pool, which both networks
+        share (registered first: state_dict order and init draws as torchvision's); returns
+        the unit factory for the rest."""
+        stride1a, has_maxpool1 = stem_variant(input_size)
+        backends.check(backend)
+        self.aux_logits = aux_logits
+        self.input_size = input_size
+        conv = partial(ConvBNReLU, backend=backend)
+        self.Conv2d_1a_3x3 = conv(3, 32, kernel_size=3, stride=stride1a)
+        self.Conv2d_2a_3x3 = conv(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3 = conv(32, 64, kernel_size=3, padding=1)
+        self.maxpool1 = MaxPool3x3s2(backend) if has_maxpool1 else nn.Identity()
+        return conv
+
+    def _last_modules(self, num_classes: int, dropout: float, backend: str,
+                      init_weights: bool) -> None:
+        """The head both networks share, registered last, then torchvision's init."""
+        self.avgpool = GlobalAvgPool(backend)
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc = nn.Linear(2048, num_classes)
+        if init_weights:
+            self._init_weights()
 
     def _init_weights(self) -> None:
         """torchvision's init: truncated normal (std 0.1, or the module's `stddev`), BN 1/0."""
@@ -75,6 +100,24 @@ class InceptionBase(nn.Module):
                              f"{' with the aux head' if aux else ''} (batch norm statistics of "
                              "one value per channel are undefined); got a batch of 1")
         return aux
+
+    # The Mixed blocks in order, split at the aux head's input (subclasses set BEFORE_AUX and
+    # _stem: the two networks differ only in their stems and in how many 17x17 blocks).
+    BEFORE_AUX: tuple[str, ...] = ()
+    AFTER_AUX = ("Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor):
+        run_aux = self._check_input(x)
+        x = self._stem(x)
+        for name in self.BEFORE_AUX:
+            x = getattr(self, name)(x)
+        aux = self.AuxLogits(x) if run_aux else None
+        for name in self.AFTER_AUX:
+            x = getattr(self, name)(x)
+        return self._head(x, aux)
 
     def _head(self, x: torch.Tensor, aux: torch.Tensor | None):
         x = self.avgpool(x)

@@ -8,17 +8,14 @@ the same parameters and reach the same 35/17/8 grids from the smaller input.
 from __future__ import annotations
 
 import os
-from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 
-from .. import backends
-from ..nn import (ConvBNReLU, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD,
+from ..nn import (InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD,
                   InceptionE)
-from ..nn.pool import GlobalAvgPool, MaxPool3x3s2, unit_then_pool
-from .base import InceptionBase, stem_variant
+from ..nn.pool import MaxPool3x3s2, unit_then_pool
+from .base import InceptionBase
 
 
 class Inception3(InceptionBase):
@@ -28,16 +25,8 @@ class Inception3(InceptionBase):
                  transform_input: bool = False, init_weights: bool = True, dropout: float = 0.5,
                  backend: str = "auto", input_size: int = 299):
         super().__init__()
-        stride1a, has_maxpool1 = stem_variant(input_size)
-        backends.check(backend)
-        self.aux_logits = aux_logits
         self.transform_input = transform_input
-        self.input_size = input_size
-        conv = partial(ConvBNReLU, backend=backend)
-        self.Conv2d_1a_3x3 = conv(3, 32, kernel_size=3, stride=stride1a)
-        self.Conv2d_2a_3x3 = conv(32, 32, kernel_size=3)
-        self.Conv2d_2b_3x3 = conv(32, 64, kernel_size=3, padding=1)
-        self.maxpool1 = MaxPool3x3s2(backend) if has_maxpool1 else nn.Identity()
+        conv = self._first_units(backend, input_size, aux_logits)
         self.Conv2d_3b_1x1 = conv(64, 80, kernel_size=1)
         self.Conv2d_4a_3x3 = conv(80, 192, kernel_size=3)
         self.maxpool2 = MaxPool3x3s2(backend)
@@ -53,11 +42,7 @@ class Inception3(InceptionBase):
         self.Mixed_7a = InceptionD(768, backend=backend)
         self.Mixed_7b = InceptionE(1280, backend=backend)
         self.Mixed_7c = InceptionE(2048, backend=backend)
-        self.avgpool = GlobalAvgPool(backend)
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(2048, num_classes)
-        if init_weights:
-            self._init_weights()
+        self._last_modules(num_classes, dropout, backend, init_weights)
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         if not self.transform_input:
@@ -68,27 +53,13 @@ class Inception3(InceptionBase):
         x2 = torch.unsqueeze(x[:, 2], 1) * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
         return torch.cat((x0, x1, x2), 1)
 
-    def forward(self, x: torch.Tensor):
-        run_aux = self._check_input(x)
-        x = self._transform_input(x)
-        x = self.Conv2d_1a_3x3(x)
-        x = self.Conv2d_2a_3x3(x)
+    BEFORE_AUX = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
+                  "Mixed_6d", "Mixed_6e")
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(self._transform_input(x)))
         x = unit_then_pool(self.maxpool1, self.Conv2d_2b_3x3, x)
-        x = self.Conv2d_3b_1x1(x)
-        x = self.maxpool2.after(self.Conv2d_4a_3x3, x)
-        x = self.Mixed_5b(x)
-        x = self.Mixed_5c(x)
-        x = self.Mixed_5d(x)
-        x = self.Mixed_6a(x)
-        x = self.Mixed_6b(x)
-        x = self.Mixed_6c(x)
-        x = self.Mixed_6d(x)
-        x = self.Mixed_6e(x)
-        aux = self.AuxLogits(x) if run_aux else None
-        x = self.Mixed_7a(x)
-        x = self.Mixed_7b(x)
-        x = self.Mixed_7c(x)
-        return self._head(x, aux)
+        return unit_then_pool(self.maxpool2, self.Conv2d_4a_3x3, self.Conv2d_3b_1x1(x))
 
 
 def _load_weights(weights: Any) -> dict:

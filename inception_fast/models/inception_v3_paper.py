@@ -17,16 +17,12 @@ and 79) and the minimum input sizes are those of inception_v3 (models/shapes.py)
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-from torch import nn
 
-from .. import backends
-from ..nn import ConvBNReLU, InceptionE
+from ..nn import InceptionE
 from ..nn.paper_blocks import InceptionAuxBN, InceptionFig5, InceptionFig6, InceptionReduction
-from ..nn.pool import GlobalAvgPool, MaxPool3x3s2, unit_then_pool
-from .base import InceptionBase, stem_variant
+from ..nn.pool import unit_then_pool
+from .base import InceptionBase
 
 FIG6_WIDTHS = (128, 160, 160, 192, 192)  # inner widths of Mixed_6b..Mixed_6f
 
@@ -37,15 +33,7 @@ class InceptionV3Paper(InceptionBase):
     def __init__(self, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.2,
                  backend: str = "auto", input_size: int = 299, init_weights: bool = True):
         super().__init__()
-        stride1a, has_maxpool1 = stem_variant(input_size)
-        backends.check(backend)
-        self.aux_logits = aux_logits
-        self.input_size = input_size
-        conv = partial(ConvBNReLU, backend=backend)
-        self.Conv2d_1a_3x3 = conv(3, 32, kernel_size=3, stride=stride1a)
-        self.Conv2d_2a_3x3 = conv(32, 32, kernel_size=3)
-        self.Conv2d_2b_3x3 = conv(32, 64, kernel_size=3, padding=1)
-        self.maxpool1 = MaxPool3x3s2(backend) if has_maxpool1 else nn.Identity()
+        conv = self._first_units(backend, input_size, aux_logits)
         self.Conv2d_3b_3x3 = conv(64, 80, kernel_size=3)
         self.Conv2d_4a_3x3 = conv(80, 192, kernel_size=3, stride=2)
         self.Conv2d_4b_3x3 = conv(192, 288, kernel_size=3, padding=1)
@@ -60,34 +48,15 @@ class InceptionV3Paper(InceptionBase):
         self.Mixed_7a = InceptionReduction(768, 192, 320, 128, 192, backend=backend)
         self.Mixed_7b = InceptionE(1280, backend=backend)
         self.Mixed_7c = InceptionE(2048, backend=backend)
-        self.avgpool = GlobalAvgPool(backend)
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(2048, num_classes)
-        if init_weights:
-            self._init_weights()
+        self._last_modules(num_classes, dropout, backend, init_weights)
 
-    def forward(self, x: torch.Tensor):
-        run_aux = self._check_input(x)
-        x = self.Conv2d_1a_3x3(x)
-        x = self.Conv2d_2a_3x3(x)
+    BEFORE_AUX = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
+                  "Mixed_6d", "Mixed_6e", "Mixed_6f")
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))
         x = unit_then_pool(self.maxpool1, self.Conv2d_2b_3x3, x)
-        x = self.Conv2d_3b_3x3(x)
-        x = self.Conv2d_4a_3x3(x)
-        x = self.Conv2d_4b_3x3(x)
-        x = self.Mixed_5b(x)
-        x = self.Mixed_5c(x)
-        x = self.Mixed_5d(x)
-        x = self.Mixed_6a(x)
-        x = self.Mixed_6b(x)
-        x = self.Mixed_6c(x)
-        x = self.Mixed_6d(x)
-        x = self.Mixed_6e(x)
-        x = self.Mixed_6f(x)
-        aux = self.AuxLogits(x) if run_aux else None
-        x = self.Mixed_7a(x)
-        x = self.Mixed_7b(x)
-        x = self.Mixed_7c(x)
-        return self._head(x, aux)
+        return self.Conv2d_4b_3x3(self.Conv2d_4a_3x3(self.Conv2d_3b_3x3(x)))
 
 
 def inception_v3_paper(*, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.2,
