@@ -50,9 +50,11 @@ PY="${PYTHON:-python3}"
 START=$SECONDS
 RESERVE=20  # seconds kept for the table and report at the end of a time-boxed run
 JOBS="${JOBS:-$(nproc)}"
-# What warmup compiles: what the measurements below launch at 299 (the model's layers; the
-# per-layer benchmarks launch the same convs outside blocks, which can specialize differently).
-WARMUP=(--size 299 --batch 256,32 --dtype bf16 --mode train,eval --jobs "$JOBS")
+# What warmup compiles: what the measurements below launch at 299: the model, and its 43
+# distinct conv units on their own (the per-layer benchmarks: outside their blocks they
+# specialize differently, e.g. a 1x1 unit is its own GEMM).
+WARMUP=(--model inception_v3,layers --size 299 --batch 256,32 --dtype bf16 --mode train,eval
+        --jobs "$JOBS")
 
 # ---------------------------------------------------------------- 1. the machine
 if ! GPU=$("$PY" -c "import torch, sys; sys.exit(1) if not torch.cuda.is_available() else print(torch.cuda.get_device_name())"); then

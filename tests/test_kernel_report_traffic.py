@@ -80,3 +80,26 @@ def test_training_step_launches_fewer_kernels_than_eager():
     ours = n["ours_aten"] + n["triton"]
     assert ours <= 0.8 * n["eager"], n
     assert n["ops"].get("add_", 0) <= 1, n["ops"]  # num_batches_tracked: foreach per block
+
+
+_LAYERS = """
+import json
+from inception_fast.kernel_report.collect import Workload, record_launches
+from inception_fast.kernel_report.jit_launch import target_for
+la, _ = record_launches(Workload("layers", 299, 32, "bf16", "eval"), target_for(90))
+keys = ("C_in", "C_out", "H", "W", "KH", "KW", "SH", "PH", "PW")
+print(json.dumps(sorted({tuple(v.bound[k] for k in keys)
+                         for l in la for v in l.variants[:1]})))
+"""
+
+
+def test_layers_workload_is_the_per_layer_benchmarks_convs():
+    """warmup --model layers: inception_v3's 43 distinct conv units, each launched on its own
+    (what bench/bench_layers.py times), so a warmed cache covers the per-layer benchmarks."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _LAYERS], env=env, capture_output=True,
+                         text=True, check=True)
+    convs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(convs) == 43, convs
+    assert [64, 80, 73, 73, 1, 1, 1, 0, 0] in convs  # Conv2d_3b_1x1
+    assert [288, 64, 35, 35, 1, 1, 1, 0, 0] in convs  # a block's 1x1 unit, as its own GEMM

@@ -47,8 +47,10 @@ def _check_interpreter_off() -> None:
 
 def plan(size: int = 299, batches=(256,), dtype: str = "bf16", modes=("train", "eval"),
          arch: int | None = None, configs: str = "pruned", model: str = "inception_v3"):
-    """[(Specialized, [workload tags])]: each distinct variant the workloads launch, once."""
+    """[(Specialized, [workload tags])]: each distinct variant the workloads launch, once.
+    model: a comma list (e.g. "inception_v3,layers": the model and the per-layer benchmarks)."""
     import contextlib
+    import itertools
 
     from inception_fast.kernels import configs as kconfigs
 
@@ -62,13 +64,12 @@ def plan(size: int = 299, batches=(256,), dtype: str = "bf16", modes=("train", "
     chosen: dict = {}
     where: dict = {}
     with kconfigs.verdicts_disabled() if configs == "all" else contextlib.nullcontext():
-        for b in batches:
-            for m in modes:
-                w = Workload(model, size, b, dtype, m)
-                launches, _ = record_launches(w, target)
-                for key, spec in select(launches, "first" if configs == "first" else "all").items():
-                    chosen.setdefault(key, spec)
-                    where.setdefault(key, []).append(w.tag)
+        for mdl, b, m in itertools.product(model.split(","), batches, modes):
+            w = Workload(mdl, size, b, dtype, m)
+            launches, _ = record_launches(w, target)
+            for key, spec in select(launches, "first" if configs == "first" else "all").items():
+                chosen.setdefault(key, spec)
+                where.setdefault(key, []).append(w.tag)
     return [(chosen[k], where[k]) for k in chosen]
 
 
@@ -173,7 +174,9 @@ def stack_check(cache_dir, arch=None) -> int:
 
 def add_arguments(p) -> None:
     p.add_argument("--model", default="inception_v3",
-                   help="inception_v3, inception_v3_paper, or units (two small convs: tests)")
+                   help="comma list of inception_v3, inception_v3_paper, layers (each distinct "
+                        "conv unit of inception_v3 on its own, as the per-layer benchmarks run "
+                        "them) or units (two small convs: tests)")
     p.add_argument("--size", type=int, default=299, help="input size (299, 151, 79)")
     p.add_argument("--batch", default="256", help="comma list of batch sizes (default 256)")
     p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")

@@ -17,7 +17,10 @@ AUX_WEIGHT = 0.4  # the trainer's default --aux-weight
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-MODELS = ("inception_v3", "inception_v3_paper", "units")
+MODELS = ("inception_v3", "inception_v3_paper", "units", "layers")
+# "layers": every distinct conv unit of inception_v3 at --size (C_in, H, W, C_out, kernel,
+# stride, padding), each run on its own input as bench/bench_layers.py runs it: outside its
+# block, a 1x1 unit is its own GEMM, a variant the model never launches.
 # "units": the fused op's paths the model at 299 does not take (a library user's convs): a
 # 1x3 without padding and a 7x1 whose taps span more rows than a halo tile (W = 28: larger
 # inputs), both the taps-loop kernel. Its input is fixed (ignores --size).
@@ -29,6 +32,46 @@ def _units(backend: str) -> nn.Module:
 
     return nn.Sequential(ConvBNReLU(64, 48, (1, 3), padding=0, backend=backend),
                          ConvBNReLU(48, 48, (7, 1), padding=(3, 0), backend=backend))
+
+
+class _Layers(nn.Module):
+    """The distinct conv units of inception_v3 at `size`, each on an input of its own shape
+    (forward: the sum of their outputs' means, so one backward reaches every unit)."""
+
+    def __init__(self, size: int, backend: str):
+        from ..models import inception_v3
+        from inception_fast.nn import ConvBNReLU
+
+        super().__init__()
+        seen: dict = {}
+
+        def record(m, args):
+            c = m.conv
+            x = args[0]
+            key = (c.in_channels, x.shape[2], x.shape[3], c.out_channels, c.kernel_size,
+                   c.stride, c.padding)
+            seen.setdefault(key, None)
+
+        ref = inception_v3(backend="torch", input_size=size, init_weights=False).eval()
+        hooks = [m.register_forward_pre_hook(record) for m in ref.modules()
+                 if isinstance(m, ConvBNReLU)]
+        with torch.no_grad():
+            ref(torch.empty(1, 3, size, size))  # the reference calls every unit's forward
+        for h in hooks:
+            h.remove()
+        self.shapes = [(k[0], k[1], k[2]) for k in seen]
+        self.units = nn.ModuleList(
+            ConvBNReLU(k[0], k[3], k[4], stride=k[5], padding=k[6], backend=backend) for k in seen)
+
+    def forward(self, x):
+        total = x.new_zeros((), dtype=torch.float32)
+        for unit, (c, h, w) in zip(self.units, self.shapes):
+            t = torch.empty((x.shape[0], c, h, w), device=x.device, dtype=x.dtype)
+            t = t.contiguous(memory_format=torch.channels_last)
+            if self.training and torch.is_grad_enabled():
+                t.requires_grad_()
+            total = total + unit(t).float().mean()
+        return total.reshape(1, 1, 1, 1)
 
 
 def input_shape(model: str, batch: int, size: int) -> tuple[int, ...]:
@@ -44,6 +87,8 @@ def build_model(model: str, size: int, dtype: torch.dtype, backend: str) -> nn.M
     with torch.device("meta"), triton_on_meta():
         if model == "units":
             net = _units(backend)
+        elif model == "layers":
+            net = _Layers(size, backend)
         elif model == "inception_v3":
             net = inception_v3(backend=backend, input_size=size,
                                               init_weights=False)
