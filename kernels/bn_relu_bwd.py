@@ -221,10 +221,12 @@ def _check(grad_out, y, vecs, what, pool_argmax=None):
                              f"got {tuple(t.shape)}")
 
 
-def _blocks(C):
+def _blocks(C, pool: bool = False):
     block_c = min(triton.next_power_of_2(C), 64)
     # The interpreter pays per executed op: 4x the GPU tile, so few programs.
     block_m = max((16384 if _INTERPRET else 4096) // block_c, 16)
+    if pool and not _INTERPRET:  # the gather holds 4 windows' loads: at 64 rows the reduce /
+        block_m //= 2            # apply kernels took 242 / 255 registers, at 32: 164 / 181
     return block_m, block_c
 
 
@@ -251,7 +253,7 @@ def _partials(grad_out, y, a, c, shift, coef=None, pool_argmax=None):
     HAS_GAMMA), computed by the last program of each channel tile in the same launch."""
     N, C, H, W = y.shape
     M = N * H * W
-    block_m, block_c = _blocks(C)
+    block_m, block_c = _blocks(C, pool_argmax is not None)
     c_blocks = triton.cdiv(C, block_c)
     sms = sm_count(y.device)
     if sms is not None:
@@ -358,7 +360,7 @@ def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, 
     if out.numel() == 0:
         return out
     vecs = [t.contiguous() for t in (a, c, k1, k2, k3)] + [shift]
-    block_m, block_c = _blocks(C)
+    block_m, block_c = _blocks(C, pool_argmax is not None)
     grid = (triton.cdiv(M, block_m), triton.cdiv(C, block_c))
     pool = _pool_args(grad_out, y, pool_argmax)
     _bn_relu_bwd_apply_kernel[grid](

@@ -135,19 +135,17 @@ def _bn_finalize_kernel(psum_ptr, pm2_ptr, G, C, count, rows_per_group, GROUPS_P
     g_end = tl.minimum(g_start + GROUPS_PER_PROG, G)
     rows, total, m2 = _merge_groups(psum_ptr, pm2_ptr, g_start, g_end, C, count,
                                     rows_per_group, offs_c, c_ok, "", BLOCK_G, BLOCK_C)
+    finalize = True
     if CHUNKED:
         chunks = tl.num_programs(1)
         tl.store(csum_ptr + chunk * C + offs_c, total, mask=c_ok)
         tl.store(cm2_ptr + chunk * C + offs_c, m2, mask=c_ok)
-        if arrive_last(counter_ptr + pid_c, chunks):
+        finalize = arrive_last(counter_ptr + pid_c, chunks)
+        if finalize:
             rows, total, m2 = _merge_groups(csum_ptr, cm2_ptr, 0, chunks, C, count,
                                             rows_per_group * GROUPS_PER_PROG, offs_c, c_ok,
                                             ".cg", BLOCK_G, BLOCK_C)
-            _bn_statistics(rows, total, m2, offs_c, c_ok, ga0, ga1, ga2, ga3, be0, be1, be2,
-                           be3, rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END,
-                           mean_ptr, invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias,
-                           HAS_AFFINE, HAS_RUNNING, BLOCK_C)
-    else:
+    if finalize:
         _bn_statistics(rows, total, m2, offs_c, c_ok, ga0, ga1, ga2, ga3, be0, be1, be2, be3,
                        rm0, rm1, rm2, rm3, rv0, rv1, rv2, rv3, B1, B2, B3, END, mean_ptr,
                        invstd_ptr, a_ptr, c_ptr, eps, momentum, unbias, HAS_AFFINE,

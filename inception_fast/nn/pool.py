@@ -13,21 +13,32 @@ from ..ops.global_avg_pool import global_avg_pool
 from ..ops.max_pool_slice import max_pool3x3s2_into
 
 
-class MaxPool3x3s2(nn.Module):
-    """max_pool2d(x, 3, stride=2). On the Triton backend the NHWC kernel of the grid
-    reductions (kernels/max_pool3x3s2.py): it keeps the winning tap as uint8 (torch keeps an
-    int64 index: 8x the bytes, written forward and read backward), and its backward is a
-    gather with no zero-fill. "auto" and "torch": torch's max_pool2d (cuDNN's choice)."""
+class _PoolModule(nn.Module):
+    """A parameter-free module with a backend (Inception3.set_backend switches it)."""
 
     def __init__(self, backend: str = "auto"):
         super().__init__()
         self.backend = backends.check(backend)
 
     def extra_repr(self) -> str:
-        return f"kernel_size=3, stride=2, backend={self.backend!r}"
+        return f"backend={self.backend!r}"
+
+    def _resolve(self, x) -> str:
+        """This call's backend; "torch" for a non-tensor (torch's own op says what is wrong)."""
+        return backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
+
+
+class MaxPool3x3s2(_PoolModule):
+    """max_pool2d(x, 3, stride=2). On the Triton backend the NHWC kernel of the grid
+    reductions (kernels/max_pool3x3s2.py): it keeps the winning tap as uint8 (torch keeps an
+    int64 index: 8x the bytes, written forward and read backward), and its backward is a
+    gather with no zero-fill. "auto" and "torch": torch's max_pool2d (cuDNN's choice)."""
+
+    def extra_repr(self) -> str:
+        return f"kernel_size=3, stride=2, {super().extra_repr()}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
+        b = self._resolve(x)
         if b == "torch" or x.dim() != 4:
             return F.max_pool2d(x, kernel_size=3, stride=2)
         n, c, h, w = x.shape
@@ -42,7 +53,7 @@ class MaxPool3x3s2(nn.Module):
         (ops/conv_bn_relu.py, pool_after): the unit's full-size output and its gradient are
         never written. A pool with forward hooks of its own (they would want that output) takes
         the unfused path, so that they run and see it."""
-        b = backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
+        b = self._resolve(x)
         hooked = bool(self._forward_hooks or self._forward_pre_hooks)
         if b == "triton" and unit.backend == "triton" and not hooked:
             return unit(x, pool_after=True)
@@ -56,20 +67,12 @@ def unit_then_pool(pool: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.T
     return pool(unit(x))
 
 
-class GlobalAvgPool(nn.Module):
+class GlobalAvgPool(_PoolModule):
     """AdaptiveAvgPool2d((1, 1)). On the fused backends its gradient is a broadcast view with
     channels contiguous (ops/global_avg_pool.py: what the last block's fused BN backward reads
     fastest); "torch" and "auto": torch's own (the eager reference stays torchvision's)."""
 
-    def __init__(self, backend: str = "auto"):
-        super().__init__()
-        self.backend = backends.check(backend)
-
-    def extra_repr(self) -> str:
-        return f"backend={self.backend!r}"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
-        if b == "torch":
+        if self._resolve(x) == "torch":
             return F.adaptive_avg_pool2d(x, (1, 1))
         return global_avg_pool(x)
