@@ -15,6 +15,26 @@ def extension():
     return ext.load()
 
 
+@pytest.fixture
+def ref_kernels(monkeypatch):
+    """The cuda paths' kernels replaced by their torch stand-ins (ops/csrc_reference.py, through
+    conv_bn_relu_cuda.kernels_override), so the cuda ops' Python side runs on CPU tensors."""
+    from inception_fast.ops import conv_bn_relu_cuda, csrc_reference
+
+    monkeypatch.setattr(conv_bn_relu_cuda, "kernels_override", csrc_reference)
+    return csrc_reference
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """torch.compile's caches emptied before and after the test."""
+    import torch
+
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
 def pytest_collection_modifyitems(config, items):
     """One marker per op or area (`pytest -m conv_bn_relu`), from the module's name (areas.py)."""
     from areas import area_of

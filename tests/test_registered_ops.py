@@ -16,7 +16,6 @@ import torch
 from inception_fast.nn import ConvBNReLU
 from inception_fast.ops import conv_bn_relu_cuda as cbr_cuda
 from inception_fast.ops import conv_bn_relu_triton as cbr_triton
-from inception_fast.ops import csrc_reference
 from inception_fast.ops.library import registered_ops
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU cases (GPU: gpu tests)")
@@ -77,11 +76,6 @@ def test_opcheck_triton_bwd(case, training):
             [True, True, True, True, out is not None])
     torch.library.opcheck(torch.ops.inception_fast.conv_bn_relu_triton_bwd.default, args,
                           test_utils=CHECKS)
-
-
-@pytest.fixture
-def ref_kernels(monkeypatch):
-    monkeypatch.setattr(cbr_cuda, "kernels_override", csrc_reference)
 
 
 @pytest.mark.parametrize("case", ["1x3-slice", "1x1-new"])

@@ -1,0 +1,97 @@
+"""Helpers shared by the test modules (not a test module: pytest collects only test_*.py).
+Fixtures live in tests/conftest.py; the whole-model fp64 check in tests/whole_model.py."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+CL = torch.channels_last
+
+
+def close(a, b, rtol=1e-4, atol=1e-5, what=""):
+    """|a - b| <= atol + rtol * max|b| (scale-aware: gradients of deep blocks are large)."""
+    err = (a.float() - b.float()).abs().max().item()
+    scale = b.float().abs().max().item()
+    assert err <= atol + rtol * scale, f"{what}: max error {err:.3g} vs scale {scale:.3g}"
+
+
+def assert_close_to_ref(out, ref, rel):
+    """max |out - ref| <= rel * max |ref|, in float64 on the CPU (ref: the fp64 reference)."""
+    out, ref = out.double().cpu(), ref.double().cpu()
+    scale = ref.abs().max().item() or 1.0
+    err = (out - ref).abs().max().item()
+    assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x max |ref| {scale:.3g}"
+
+
+def random_in_layout(n, c, h, w, layout, device, wider=(9, 4)):
+    """A random (n, c, h, w) tensor in the given memory layout: "nchw", "channels_last",
+    "slice" (channels [start, start + c) of a channels_last tensor `extra` channels wider,
+    wider = (extra, start): a slice of a concat buffer), "permuted" ((n, h, c, w) storage:
+    neither NCHW nor NHWC)."""
+    if layout == "nchw":
+        return torch.randn(n, c, h, w, device=device)
+    if layout == "channels_last":
+        return torch.randn(n, c, h, w, device=device).to(memory_format=CL)
+    if layout == "slice":
+        extra, start = wider
+        return torch.randn(n, c + extra, h, w, device=device).to(memory_format=CL)[
+            :, start:start + c]
+    if layout == "permuted":
+        return torch.randn(n, h, c, w, device=device).permute(0, 2, 1, 3)
+    raise AssertionError(layout)
+
+
+def expect_errors(fn, cases):
+    """Each (exception, message, args) of `cases`: fn(*args) raises it."""
+    for exc, match, args in cases:
+        with pytest.raises(exc, match=match):
+            fn(*args)
+
+
+def bad_model_inputs(model_name):
+    """(input, exception, message) that a model's forward must refuse with a clear error."""
+    return [
+        (torch.randn(1, 3, 74, 74), ValueError, "at least 75"),
+        (torch.randn(1, 3, 299, 60), ValueError, f"too small for {model_name}"),
+        (torch.randn(1, 1, 299, 299), ValueError, r"\(N, 3, H, W\)"),
+        (torch.randn(3, 299, 299), ValueError, r"\(N, 3, H, W\)"),
+        (torch.zeros(1, 3, 299, 299, dtype=torch.uint8), TypeError, "floating-point"),
+        ([[1.0]], TypeError, "torch.Tensor"),
+    ]
+
+
+# ---- registered ops: opcheck inputs and torch.compile(fullgraph=True) against eager ------
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def in_layout(t, layout):
+    return t.contiguous(memory_format=CL) if layout == "channels_last" else t.contiguous()
+
+
+def _compiled(fn):
+    return torch.compile(fn, fullgraph=True, backend="aot_eager")
+
+
+def eager_and_compiled(fn, leaves, rest=(), grad=True):
+    """[(outputs, grads of the leaves)] for fn eager and compiled, on fresh copies."""
+    results = []
+    for f in (fn, _compiled(fn)):
+        ls = [t.detach().clone().requires_grad_(grad) for t in leaves]
+        rs = [t.clone() if isinstance(t, torch.Tensor) else t for t in rest]
+        outs = f(*ls, *rs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        grads = ()
+        if grad:
+            w = torch.randn(outs[0].shape, generator=gen(5)).to(outs[0].dtype)
+            grads = torch.autograd.grad((outs[0].float() * w.float()).sum(), ls)
+        results.append((tuple(o.detach() for o in outs) + tuple(rs), grads))
+    return results
+
+
+def assert_same(results, **tol):
+    (oe, ge), (oc, gc) = results
+    for a, b in zip(oe + ge, oc + gc):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(b, a, **tol)
