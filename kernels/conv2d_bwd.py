@@ -27,11 +27,11 @@ import triton
 import triton.language as tl
 
 from . import dtypes
-from .conv_common import pack_weight, use_ieee
+from .conv_common import bn_relu_operand, pack_weight, use_ieee
 from .sizes import conv_out_size
 from .configs import autotuned, size_pruner, sm_count
 from .last_program import arrival_counters, arrive_last
-from .dtypes import check_kernel_dtype, interpreter_on
+from .dtypes import check_bn_vectors, check_kernel_dtype, interpreter_on
 
 _INTERPRET = interpreter_on()
 
@@ -123,10 +123,10 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
              mask=m_ok[:, None] & n_ok[None, :])
 
 
-@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT"],
-           by_size=_WGRAD_GEMM)
+@autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT",
+                "IN_BN"], by_size=_WGRAD_GEMM)
 @triton.jit
-def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
+def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_ptr,
                   N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,
                   s_xn, s_xc, s_xh, s_xw,
                   s_gyn, s_gyc, s_gyh, s_gyw,
@@ -134,7 +134,7 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
                   s_oo, s_oi, s_or, s_os,
                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                   PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
-                  SPLIT_SUM: tl.constexpr,
+                  SPLIT_SUM: tl.constexpr, IN_BN: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[split, co, ci, r, s] = sum over output pixels p in this split's K range of
     grad_y[n, co, oh, ow] * x[n, ci, oh*SH - PH + r, ow*SW - PW + s] (0 where out of bounds).
@@ -144,7 +144,9 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
     caller's gradient tensor itself, in the weight's dtype and layout).
     SPLIT_SUM (several splits, part fp32): the last split of each tile to finish
     (kernels/last_program.py) adds the tile's partials in split order, in fp32, and rounds
-    once into out (strides s_oo, s_oi, s_or, s_os: the weight's dtype and layout)."""
+    once into out (strides s_oo, s_oi, s_or, s_os: the weight's dtype and layout).
+    IN_BN: x is the previous unit's pre-BN output y and the conv's input relu(ain*y + cin)
+    (conv_common.bn_relu_operand on each x tile; this program's channels are fixed)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -159,6 +161,9 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
     n_ok = offs_n < C_in
     k_lo = pid_k * K_PER_SPLIT
     k_hi = tl.minimum(k_lo + K_PER_SPLIT, K_TOTAL)
+    if IN_BN:
+        ain = tl.load(ain_ptr + offs_n, mask=n_ok, other=0.0)
+        cin = tl.load(cin_ptr + offs_n, mask=n_ok, other=0.0)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
@@ -173,8 +178,11 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr,
         x_ok = p_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         a = tl.load(gy_ptr + offs_m[:, None] * s_gyc + (nb * s_gyn + oh * s_gyh + ow * s_gyw)[None, :],
                     mask=m_ok[:, None] & p_ok[None, :], other=0.0)
+        b_ok = x_ok[:, None] & n_ok[None, :]
         b = tl.load(x_ptr + (nb * s_xn + ih * s_xh + iw * s_xw)[:, None] + offs_n[None, :] * s_xc,
-                    mask=x_ok[:, None] & n_ok[None, :], other=0.0)
+                    mask=b_ok, other=0.0)
+        if IN_BN:
+            b = bn_relu_operand(b, b_ok, ain, cin)
         acc = tl.dot(a, b, acc, input_precision=PREC)
 
     out = (part_ptr + pid_k.to(tl.int64) * s_pk + r * s_pr + s * s_ps
@@ -301,8 +309,10 @@ def _split_k(k_total, tiles, device):
 
 
 def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1, padding=0,
-                 split_k: int | None = None, out: torch.Tensor | None = None):
-    """Gradient of conv2d w.r.t. its weight, equal to torch.nn.grad.conv2d_weight.
+                 split_k: int | None = None, out: torch.Tensor | None = None,
+                 in_bn: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """Gradient of conv2d w.r.t. its weight, equal to torch.nn.grad.conv2d_weight; with in_bn
+    = (a, c) (float32 [C_in]) that of the conv of relu(a*x + c) (conv2d_fwd's in_bn).
 
     x: (N, C_in, H, W), any layout; grad_y: (N, C_out, OH, OW), any strides, same dtype as x.
     Returns grad_w (C_out, C_in, kh, kw), float32, contiguous, or written into `out` (any
@@ -317,6 +327,7 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
     _check_runnable(x, what, "x")
     if x.dtype != grad_y.dtype:
         raise TypeError(f"{what}: x is {x.dtype} but grad_y is {grad_y.dtype}; they must match")
+    check_bn_vectors(in_bn, x, what)
     KH, KW = _pair(kernel_size, what, "kernel_size")
     sh, sw = _pair(stride, what, "stride")
     ph, pw = _pair(padding, what, "padding")
@@ -367,11 +378,12 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
         ci_blocks = triton.cdiv(C_in, meta["BLOCK_N"])
         return (triton.cdiv(C_out, meta["BLOCK_M"]), KH * KW * ci_blocks, split_k)
 
+    ain, cin = in_bn if in_bn is not None else (x, x)  # unused without IN_BN
     _launch(_wgrad_kernel, grid,
-            (x, grad_y, part, dest, counters, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split,
+            (x, grad_y, part, dest, counters, ain, cin, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split,
              *x.stride(), *grad_y.stride(), split_stride, *part.stride()[-4:], *dest.stride()),
             dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype),
-                 SPLIT_SUM=split_k > 1),
+                 SPLIT_SUM=split_k > 1, IN_BN=in_bn is not None),
             {**_interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024),
              "BLOCK_M": max(32, _interp_tiles(C_out, 1, 1, 256, 1, 1)["BLOCK_M"])})
     return dest

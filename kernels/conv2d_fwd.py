@@ -25,30 +25,32 @@ import triton.language as tl
 
 from .configs import autotuned
 from .conv3x3s2_pool import launch_conv3x3s2_pool
-from .conv_common import (STAT_ROWS, conv_epilogue, gemm_tile, launch, mma, pack_weight,  # noqa: F401
-                          prune_configs, use_ieee, window_step)
-from .dtypes import KERNEL_DTYPES, check_kernel_dtype
+from .conv_common import (STAT_ROWS, bn_relu_operand, conv_epilogue, gemm_tile, launch, mma,  # noqa: F401
+                          pack_weight, prune_configs, use_ieee, window_step)
+from .dtypes import KERNEL_DTYPES, check_bn_vectors, check_kernel_dtype
 from .sizes import conv_out_size as out_size
 
 SUPPORTED_DTYPES = KERNEL_DTYPES
 
 @autotuned(key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW",
-                "FLAT_K", "HAS_BIAS", "RELU", "STATS"], by_size=prune_configs)
+                "FLAT_K", "HAS_BIAS", "RELU", "STATS", "IN_BN"], by_size=prune_configs)
 @triton.jit
 def _conv2d_fwd_kernel(
-        x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr,
+        x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr, ain_ptr, cin_ptr,
         N, H, W, C_in, OH, OW, C_out, M,
         sxn, sxc, sxh, sxw, syn, syc, syh, syw,
         KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
         PH: tl.constexpr, PW: tl.constexpr, FLAT_K: tl.constexpr,
         HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr, IEEE: tl.constexpr,
-        STAT_R: tl.constexpr,
+        STAT_R: tl.constexpr, IN_BN: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Implicit-GEMM conv: any kh x kw, stride, padding. Weight packed as [kh, kw, C_in,
     C_out] (w[k, co], k = (r*KW + s)*C_in + c). 1-D grid over (M tiles x N tiles), N fastest so
     consecutive programs reuse the same input tile from L2.
     FLAT_K: reduce over the flattened (r, s, c) with per-element index math (for tiny C_in such
-    as the RGB stem, where a per-tap channel block would be mostly padding)."""
+    as the RGB stem, where a per-tap channel block would be mostly padding).
+    IN_BN: x is the previous unit's pre-BN output y; the conv's input is relu(ain*y + cin)
+    per channel, applied to the operand tiles as they are loaded (conv_common.bn_relu_operand)."""
     pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_out, BLOCK_M, BLOCK_N, BLOCK_K)
     ohw = OH * OW
     n_idx = offs_m // ohw
@@ -69,6 +71,9 @@ def _conv2d_fwd_kernel(
                       & (iw >= 0) & (iw < W))
             a = tl.load(x_ptr + x_row[:, None] + ih * sxh + iw * sxw + (c * sxc)[None, :],
                         mask=a_mask, other=0.0)
+            if IN_BN:
+                a = bn_relu_operand(a, a_mask, tl.load(ain_ptr + c, mask=k < K, other=0.0),
+                                    tl.load(cin_ptr + c, mask=k < K, other=0.0))
             b = tl.load(w_ptr + k[:, None] * C_out + offs_n[None, :],
                         mask=(k < K)[:, None] & n_ok[None, :], other=0.0)
             acc = mma(a, b, acc, IEEE)
@@ -76,7 +81,8 @@ def _conv2d_fwd_kernel(
         x_rows = x_ptr + x_row + ih0 * sxh + iw0 * sxw
         for kk in range(0, KH * KW * tl.cdiv(C_in, BLOCK_K)):
             a, b, _, _ = window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok,
-                                     H, W, C_in, C_out, sxc, sxh, sxw, KW, KH * KW, BLOCK_K)
+                                     H, W, C_in, C_out, sxc, sxh, sxw, ain_ptr, cin_ptr, KW,
+                                     KH * KW, BLOCK_K, IN_BN)
             acc = mma(a, b, acc, IEEE)
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
                   bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
@@ -131,8 +137,11 @@ def _check_pool(x, weight, stride, padding, pool_out, oh, ow):
 def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=(0, 0),
                bias: torch.Tensor | None = None, relu: bool = False, stats: bool = False,
                out: torch.Tensor | None = None, packed: torch.Tensor | None = None,
-               pool_out: torch.Tensor | None = None):
-    """y = [relu](conv2d(x, weight, stride, padding) [+ bias]).
+               pool_out: torch.Tensor | None = None,
+               in_bn: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """y = [relu](conv2d(x', weight, stride, padding) [+ bias]), x' = x, or with in_bn = (a, c)
+    (float32 [C_in]) x' = relu(a*x + c) per channel, applied as the operand tiles load (x is
+    then the previous unit's pre-BN output; its activation is never stored).
 
     x: (N, C_in, H, W), any strides (channels_last is the fast layout); fp32/fp16/bf16.
     weight: (C_out, C_in, kh, kw); `packed` optionally gives pack_weight(weight, x.dtype)
@@ -151,6 +160,9 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
     oh, ow = _check(x, weight, packed, stride, padding, bias, out)
     if pool_out is not None:
         _check_pool(x, weight, stride, padding, pool_out, oh, ow)
+        if in_bn is not None:
+            raise ValueError("conv2d_fwd: pool_out pools x itself; it takes no in_bn")
+    check_bn_vectors(in_bn, x, "conv2d_fwd")
     n, ci, h, w = x.shape
     co, _, kh, kw = weight.shape
     if packed is None:
@@ -184,7 +196,9 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
         launch_conv3x3s2_pool(grid, args, pool_out, idx, ci, flags)
     else:
         flat = ci < 16
-        launch(_conv2d_fwd_kernel, grid, args, kh * kw * ci if flat else ci,
+        ain, cin = in_bn if in_bn is not None else (out, out)  # unused without IN_BN
+        launch(_conv2d_fwd_kernel, grid, {**args, "ain_ptr": ain, "cin_ptr": cin},
+               kh * kw * ci if flat else ci,
                dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
-                    FLAT_K=flat, **flags))
+                    FLAT_K=flat, IN_BN=in_bn is not None, **flags))
     return results if len(results) > 1 else out

@@ -56,7 +56,8 @@ def gemm_tile(M, N_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 
 @triton.jit
 def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C_in, C_out,
-                sxc, sxh, sxw, KW: tl.constexpr, TAPS: tl.constexpr, BLOCK_K: tl.constexpr):
+                sxc, sxh, sxw, ain_ptr, cin_ptr, KW: tl.constexpr, TAPS: tl.constexpr,
+                BLOCK_K: tl.constexpr, IN_BN: tl.constexpr):
     """Step kk of the one flattened K loop of an implicit-GEMM conv, over (channel block,
     tap) with the tap innermost: the A tile (for each output row, the input pixel under tap
     t = (r, s), channels cb * BLOCK_K ...), the B tile (those rows of the [TAPS * C_in, C_out]
@@ -65,7 +66,9 @@ def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C
     channel loop gave one short pipeline per tap, each drained. Taps innermost: consecutive
     steps read overlapping windows (L1 / L2 reuse), and a max over a channel block's taps is
     complete every TAPS steps (conv3x3s2_pool). x_rows: x's address of each row's window
-    origin (ih0, iw0), which may lie in the padding (the mask covers it)."""
+    origin (ih0, iw0), which may lie in the padding (the mask covers it).
+    IN_BN: x is the previous unit's pre-BN output; the A tile is relu(ain*x + cin) per channel
+    (bn_relu_operand), 0 in the padding."""
     cb = kk // TAPS
     t = kk - cb * TAPS
     r = t // KW
@@ -75,11 +78,26 @@ def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C
     iw = iw0 + s
     row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
     k_ok = c < C_in
-    a = tl.load(x_rows[:, None] + (r * sxh + s * sxw) + (c * sxc)[None, :],
-                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    a_ok = row_ok[:, None] & k_ok[None, :]
+    a = tl.load(x_rows[:, None] + (r * sxh + s * sxw) + (c * sxc)[None, :], mask=a_ok, other=0.0)
+    if IN_BN:
+        a = bn_relu_operand(a, a_ok, tl.load(ain_ptr + c, mask=k_ok, other=0.0),
+                            tl.load(cin_ptr + c, mask=k_ok, other=0.0))
     b = tl.load(w_ptr + (t * C_in + c)[:, None] * C_out + offs_n[None, :],
                 mask=k_ok[:, None] & n_ok[None, :], other=0.0)
     return a, b, t, c
+
+
+@triton.jit
+def bn_relu_operand(v, ok, a, c):
+    """A conv operand tile read from the previous unit's pre-BN output v (channels on axis
+    1): relu(a*v + c) with that unit's BN coefficients a, c (fp32 per channel), rounded to v's
+    dtype as its BN-apply kernel would have stored it (kernels/bn_train.py), and 0 where `ok`
+    is false (the conv's zero padding pads the activation, not v). The activation is never
+    written: the conv reads y where it would have read relu(bn(y)) (ops/conv_bn_relu_triton.py,
+    in_bn)."""
+    z = tl.maximum(v.to(tl.float32) * a[None, :] + c[None, :], 0.0)
+    return tl.where(ok, z, 0.0).to(v.dtype)
 
 
 @triton.jit

@@ -34,3 +34,16 @@ def check_kernel_dtype(t: torch.Tensor, what: str, name: str = "x", *,
         raise TypeError(f"{what}: {name} is bfloat16 on CPU, where the Triton interpreter's "
                         "tl.dot gives wrong results for bfloat16: use float16 or float32 on CPU, "
                         "or a GPU")
+
+
+def check_bn_vectors(vectors, x: torch.Tensor, what: str, name: str = "in_bn") -> None:
+    """ValueError unless `vectors` is None or a pair (a, c) of float32 [C] tensors on x's device,
+    C = x.shape[1]: the per-channel BN + ReLU coefficients a kernel applies to x as it reads it
+    (relu(a*x + c))."""
+    if vectors is None:
+        return
+    c = x.shape[1]
+    if len(vectors) != 2 or any(
+            not isinstance(t, torch.Tensor) or t.shape != (c,) or t.dtype != torch.float32
+            or t.device != x.device for t in vectors):
+        raise ValueError(f"{what}: {name} must be two float32 [{c}] tensors on {x.device}")

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dtypes import check_kernel_dtype, interpreter_on
+from .dtypes import check_bn_vectors, check_kernel_dtype, interpreter_on
 from .nhwc import pixel_channel_tile, pixel_coords
 from .sizes import pool3x3s2_out_hw
 
@@ -123,11 +123,7 @@ def max_pool3x3s2_fwd(x: torch.Tensor, out: torch.Tensor | None = None,
     elif tuple(out.shape) != (n, c, oh, ow) or out.dtype != x.dtype or out.device != x.device:
         raise ValueError(f"max_pool3x3s2: out must be {x.dtype} {(n, c, oh, ow)} on {x.device}, "
                          f"got {out.dtype} {tuple(out.shape)} on {out.device}")
-    if bn_relu is not None:
-        for t in bn_relu:
-            if t.shape != (c,) or t.dtype != torch.float32 or t.device != x.device:
-                raise ValueError(f"max_pool3x3s2: bn_relu vectors must be float32 [{c}] on "
-                                 f"{x.device}")
+    check_bn_vectors(bn_relu, x, "max_pool3x3s2", "bn_relu")
     a, cc = bn_relu if bn_relu is not None else (out, out)  # unused without BN_RELU
     idx = torch.empty((n, c, oh, ow), device=x.device, dtype=torch.uint8,
                       memory_format=torch.channels_last)

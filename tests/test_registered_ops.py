@@ -54,24 +54,39 @@ def _fwd_args(case, training, save):
             after, save)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+def _triton_fwd_args(case, training, save, in_bn=False, defer=False):
+    """The Triton forward op's arguments: _fwd_args with in_a / in_c after `out` (in_bn: x is
+    a deferred y with BN + ReLU coefficients) and `defer` last."""
+    x, w, gamma, beta, rm, rv, out, *rest = _fwd_args(case, training, save)
+    g = torch.Generator().manual_seed(1)
+    vec = lambda: torch.randn(x.shape[1], generator=g) if in_bn else None  # noqa: E731
+    return (x, w, gamma, beta, rm, rv, out, vec(), vec(), *rest, defer)
+
+
+# (case, in_bn, defer): the deferred-BN chain links (ops/conv_bn_relu_triton.py, in_bn / defer)
+# on the cases that take them.
+TRITON_CASES = [(c, False, False) for c in CASES] + [
+    ("1x1-new", True, False), ("1x1-new", False, True), ("3x3-pool-after", True, False)]
+
+
+@pytest.mark.parametrize("case,in_bn,defer", TRITON_CASES)
 @pytest.mark.parametrize("training,save", [(True, True), (False, True), (False, False)])
-def test_opcheck_triton_fwd(case, training, save):
+def test_opcheck_triton_fwd(case, in_bn, defer, training, save):
     op = (torch.ops.inception_fast.conv_bn_relu_triton_train_fwd if training
           else torch.ops.inception_fast.conv_bn_relu_triton_eval_fwd)
-    torch.library.opcheck(op, _fwd_args(case, training, save), test_utils=CHECKS)
+    torch.library.opcheck(op, _triton_fwd_args(case, training, save, in_bn, defer),
+                          test_utils=CHECKS)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case,in_bn,defer", TRITON_CASES)
 @pytest.mark.parametrize("training", [True, False])
-def test_opcheck_triton_bwd(case, training):
-    x, w, gamma, beta, rm, rv, out, stride, padding, *_, off, pool, after, _s = _fwd_args(
-        case, training, True)
-    res, y, mean, invstd, a, c, idx = cbr_triton.conv_bn_relu_triton_fwd(
-        x, w, gamma, beta, rm, rv, out, stride, padding, 1e-3, 0.1, training, off, pool, after,
-        True)
-    grad = torch.randn_like(out if out is not None else res)
-    args = (grad, x, w, y, mean, invstd, a, c, gamma, idx, stride, padding, training,
+def test_opcheck_triton_bwd(case, in_bn, defer, training):
+    fwd_args = _triton_fwd_args(case, training, True, in_bn, defer)
+    x, w, gamma, beta, rm, rv, out, in_a, in_c, stride, padding, *_, off, pool, after, _s, _d \
+        = fwd_args
+    res, y, mean, invstd, a, c, idx = cbr_triton.conv_bn_relu_triton_fwd(*fwd_args)
+    grad = torch.randn_like(out if out is not None else y if defer else res)
+    args = (grad, x, w, y, mean, invstd, a, c, gamma, idx, in_a, in_c, stride, padding, training,
             off if out is not None else -1, pool, after,
             [True, True, True, True, out is not None])
     torch.library.opcheck(torch.ops.inception_fast.conv_bn_relu_triton_bwd.default, args,

@@ -14,7 +14,8 @@ import torch
 
 from ..nn import (InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD,
                   InceptionE)
-from ..nn.pool import MaxPool3x3s2, unit_then_pool
+from ..nn.chain import conv_chain
+from ..nn.pool import MaxPool3x3s2
 from .base import InceptionBase
 
 
@@ -57,9 +58,9 @@ class Inception3(InceptionBase):
                   "Mixed_6d", "Mixed_6e")
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(self._transform_input(x)))
-        x = unit_then_pool(self.maxpool1, self.Conv2d_2b_3x3, x)
-        return unit_then_pool(self.maxpool2, self.Conv2d_4a_3x3, self.Conv2d_3b_1x1(x))
+        x = conv_chain(self._transform_input(x), self.Conv2d_1a_3x3, self.Conv2d_2a_3x3,
+                       self.Conv2d_2b_3x3, pool=self.maxpool1)
+        return conv_chain(x, self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, pool=self.maxpool2)
 
 
 def _load_weights(weights: Any) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from ..nn import InceptionE
 from ..nn.paper_blocks import InceptionAuxBN, InceptionFig5, InceptionFig6, InceptionReduction
-from ..nn.pool import unit_then_pool
+from ..nn.chain import conv_chain
 from .base import InceptionBase
 
 FIG6_WIDTHS = (128, 160, 160, 192, 192)  # inner widths of Mixed_6b..Mixed_6f
@@ -54,9 +54,9 @@ class InceptionV3Paper(InceptionBase):
                   "Mixed_6d", "Mixed_6e", "Mixed_6f")
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))
-        x = unit_then_pool(self.maxpool1, self.Conv2d_2b_3x3, x)
-        return self.Conv2d_4b_3x3(self.Conv2d_4a_3x3(self.Conv2d_3b_3x3(x)))
+        x = conv_chain(x, self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3,
+                       pool=self.maxpool1)
+        return conv_chain(x, self.Conv2d_3b_3x3, self.Conv2d_4a_3x3, self.Conv2d_4b_3x3)
 
 
 def inception_v3_paper(*, num_classes: int = 1000, aux_logits: bool = True, dropout: float = 0.2,

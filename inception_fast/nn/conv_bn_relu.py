@@ -101,10 +101,12 @@ class ConvBNReLU(nn.Module):
                                 runner=lambda b: timing_runner(self, x, b, train))
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, out_offset: int = 0,
-                pool_after: bool = False):
+                pool_after: bool = False, in_bn=None, defer: bool = False):
         """`out`/`out_offset`: write into out[:, out_offset:out_offset+C_out] (copy-free concat).
         `pool_after`: return max_pool2d(result, 3, stride=2), fused on the Triton backend (the
-        stem's unit + max-pool: nn/pool.MaxPool3x3s2.after)."""
+        stem's unit + max-pool: nn/pool.MaxPool3x3s2.after). `in_bn` / `defer`: a chain link
+        whose activation the next unit applies as it loads it (ops/conv_bn_relu.py; run by
+        nn/chain.conv_chain)."""
         backend = self._backend(x)
         count_batches([self])
         a = self.bn_args()
@@ -112,4 +114,5 @@ class ConvBNReLU(nn.Module):
             x, self.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
             a["running_var"], stride=_pair(self.conv.stride), padding=_pair(self.conv.padding),
             eps=a["eps"], momentum=a["momentum"], training=a["training"], out=out,
-            out_offset=out_offset, pool_after=pool_after, backend=backend)
+            out_offset=out_offset, pool_after=pool_after, in_bn=in_bn, defer=defer,
+            backend=backend)

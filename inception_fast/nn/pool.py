@@ -48,23 +48,30 @@ class MaxPool3x3s2(_PoolModule):
                           memory_format=torch.channels_last)
         return max_pool3x3s2_into(x, out, 0, backend=b)
 
-    def after(self, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """self(unit(x)), with the unit's BN + ReLU inside the pool when both run on Triton
-        (ops/conv_bn_relu.py, pool_after): the unit's full-size output and its gradient are
-        never written. A pool with forward hooks of its own (they would want that output) takes
-        the unfused path, so that they run and see it."""
+    def after(self, unit: nn.Module, x: torch.Tensor, in_bn=None) -> torch.Tensor:
+        """self(unit(x, in_bn=in_bn)), with the unit's BN + ReLU inside the pool when both run
+        on Triton (ops/conv_bn_relu.py, pool_after): the unit's full-size output and its
+        gradient are never written. A pool with forward hooks of its own (they would want that
+        output) takes the unfused path, so that they run and see it."""
         b = self._resolve(x)
-        hooked = bool(self._forward_hooks or self._forward_pre_hooks)
-        if b == "triton" and unit.backend == "triton" and not hooked:
-            return unit(x, pool_after=True)
-        return self(unit(x))
+        if b == "triton" and unit.backend == "triton" and not has_hooks(self):
+            return unit(x, pool_after=True, in_bn=in_bn)
+        return self(unit(x, in_bn=in_bn))
 
 
-def unit_then_pool(pool: nn.Module, unit: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """pool(unit(x)) for a stem max-pool that a section-9 variant may replace by Identity."""
+def has_hooks(module: nn.Module) -> bool:
+    """Whether forward hooks are registered on `module`: they expect to see its input and
+    output, so a fusion that would hide either takes the plain path instead."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def unit_then_pool(pool: nn.Module, unit: nn.Module, x: torch.Tensor,
+                   in_bn=None) -> torch.Tensor:
+    """pool(unit(x)) for a stem max-pool that a section-9 variant may replace by Identity;
+    `in_bn`: x is a deferred activation (nn/chain.py)."""
     if isinstance(pool, MaxPool3x3s2):
-        return pool.after(unit, x)
-    return pool(unit(x))
+        return pool.after(unit, x, in_bn)
+    return pool(unit(x, in_bn=in_bn))
 
 
 class GlobalAvgPool(_PoolModule):
