@@ -2,34 +2,46 @@
 // NHWC, stride 1, zero padding along the tap axis.
 //
 // A "line" is one image row (1xn: taps run along W) or one image column (nx1: taps along H).
-// A block takes LB whole lines and stores each, zero-padded by `pad` on both sides, in shared
-// memory once per input-channel chunk: smem row r = j * Lp + u holds line j at position u - pad
-// (Lp = L + 2 * pad). The output at virtual row q = j * Lp + v (v < Lo = Lp - taps + 1) is then
-//     out[q, co] = sum_t sum_ci smem[q + t, ci] * w[t, ci, co]
-// i.e. every tap is the same smem tile shifted by t rows: one global read of each input pixel
-// feeds all `taps` taps, the halo is the baked-in zero padding, and rows q with v >= Lo are
-// computed but not stored. fp16 / bf16 use tensor cores (ldmatrix + mma.sync m16n8k16, fp32
-// accumulate); fp32 runs on CUDA cores. The epilogue optionally folds eval BN + ReLU, or keeps
-// the training BN statistics of the raw output while it is in registers (per-block partials,
-// summed in a fixed order afterwards: deterministic).
-// Reference: torch.nn.functional.conv2d (inception_fast/ops/csrc_reference.py: asym_conv).
+// A block takes lb whole lines and stages them, per input-channel chunk, in shared memory once:
+// line j's position p (0 <= p < L) sits in smem row pad + j * S + p with S = L + pad, so
+// consecutive lines share one gap of `pad` zero rows (the right halo of line j and the left halo
+// of line j + 1: both only need zeros). Output v of line j then reads smem rows
+//     j * S + v + t   (t < taps)
+// i.e. every tap is the same staged tile shifted by t rows: one global read of each input pixel
+// feeds all `taps` taps and the halo is the baked-in zero gap. The GEMM's M rows are the block's
+// output pixels flattened, m = j * Lo + v (ldmatrix takes one row address per lane, so the rows
+// of an m16 tile need not be consecutive in shared memory), and lb = kMT / Lo lines fill the
+// 128-row tile (as far as the A tile's kARows rows allow).
+// Wasted MMA rows (computed, not stored), Inception shapes: 17x17 with 7 taps: 128 - 7 * 17 = 9
+// of 128 (7 %; one padded 23-row line per 128-row tile before: 43 of 128, 34 %); 8x8 with 3
+// taps: 0 of 128 (12 lines of 10 rows before: 32 of 128, 25 %).
+// fp16 / bf16 use tensor cores (ldmatrix + mma.sync m16n8k16, fp32 accumulate); fp32 runs on
+// CUDA cores. The epilogue optionally folds eval BN + ReLU, or keeps the training BN statistics
+// of the raw output while it is in registers (per-block partials, summed in a fixed order
+// afterwards: deterministic).
+// Reference: torch.nn.functional.conv2d (inception_fast/ops/csrc_reference.py: asym_conv; the
+// tile maths are mirrored, and emulated on CPU, by csrc_reference.asym_conv_tiling).
 #include "conv_tiles.cuh"
 
 namespace ifast {
 namespace {
 
-constexpr int kMT = 128;           // virtual output rows per block
+constexpr int kMT = 128;           // output pixels (GEMM rows) per block
 constexpr int kNT = 64;            // output channels per block
 constexpr int kBK = 32;            // input channels per chunk
 constexpr int kMaxTaps = 7;
-constexpr int kARows = kMT + 8;    // >= kMT + kMaxTaps - 1
+constexpr int kMaxPaddedLine = 128;  // L + 2 * pad (API limit; one line per block at least)
+constexpr int kARows = 152;        // staged rows: (lb - 1) * S + L + 2 * pad <= kARows
 constexpr int kThreads = 128;
+constexpr int kBStages = 3;        // weight tiles in flight: steps s, s + 1, s + 2
+constexpr int kAStages = 2;        // line tiles: the chunk being multiplied and the next one
 
 struct AsymGeom {
   int N, H, W, Ci, Co, taps, pad;
   bool vertical;
-  bool vec_x, vec_w;  // 16-byte loads allowed (channel count and base pointer aligned)
-  int L, Lo, Lp, lines, lb;  // line length in / out, padded length, number of lines, lines/block
+  bool vec_x, vec_w, vec_out;  // 16-byte accesses allowed (channel counts and pointers aligned)
+  int L, Lo, S, lines, lb, rows;  // line length in / out, smem line stride, lines, lines/block,
+                                  // staged A rows
 
   // First pixel of line `line` in the input / output, and the pixel step along the line.
   __device__ __forceinline__ int64_t in_base(int line) const {
@@ -43,31 +55,38 @@ struct AsymGeom {
     return (int64_t)n * Lo * W + w;
   }
   __device__ __forceinline__ int step() const { return vertical ? W : 1; }
+  // Output pixel of GEMM row m (< lb * Lo, line in range) of the block starting at line0.
+  __device__ __forceinline__ int64_t pixel(int line0, int m) const {
+    const int j = m / Lo, v = m - j * Lo;
+    return out_base(line0 + j) + (int64_t)v * step();
+  }
+  // Staged row of GEMM row m at tap 0 (padding rows read row 0: computed, never stored).
+  __device__ __forceinline__ int a_row(int m) const {
+    if (m >= lb * Lo) return 0;
+    const int j = m / Lo;
+    return j * S + (m - j * Lo);
+  }
 };
 
-// Fill the A tile: kARows rows x kBK channels of the padded lines of this block. ASYNC (the
-// tensor-core kernel's pipeline): 16-byte cp.async where the channels are vector-aligned (the
-// caller waits and synchronizes before reading); otherwise, or without ASYNC, plain stores.
+// Fill the A tile: rows [0, g.rows) x kBK channels of the block's lines (the zero gaps and
+// lines past the end as zeros). ASYNC: 16-byte cp.async where the channels are vector-aligned.
 template <typename T, int LD, bool ASYNC>
 __device__ __forceinline__ void load_lines(T (*As)[LD], const T* __restrict__ x, const AsymGeom& g,
                                            int line0, int ci0, bool vec_ok) {
   constexpr int V = 16 / sizeof(T);
   constexpr int VPR = kBK / V;  // vectors per row
-  for (int i = threadIdx.x; i < kARows * VPR; i += kThreads) {
+  for (int i = threadIdx.x; i < g.rows * VPR; i += kThreads) {
     const int r = i / VPR, cv = (i % VPR) * V;
-    const int j = r / g.Lp, pos = r % g.Lp - g.pad;
+    const int j = r / g.S, pos = r - j * g.S - g.pad;
     const int line = line0 + j;
     const bool valid = j < g.lb && line < g.lines && pos >= 0 && pos < g.L;
-    if (ASYNC && vec_ok) {  // vec_ok: Ci % V == 0, so a vector is wholly inside or outside
-      const bool any = valid && ci0 + cv < g.Ci;
-      const T* src = any ? x + (g.in_base(line) + (int64_t)pos * g.step()) * g.Ci + ci0 + cv : x;
-      cp_async_16(&As[r][cv], src, any);
-    } else if (valid) {
-      const T* row = x + (g.in_base(line) + (int64_t)pos * g.step()) * g.Ci;
-      load_vec<T>(&As[r][cv], row, ci0 + cv, g.Ci, vec_ok);
-    } else {
+    const T* row = valid ? x + (g.in_base(line) + (int64_t)pos * g.step()) * g.Ci + ci0 : x;
+    if (ASYNC && vec_ok)
+      stage_vec<T>(&As[r][cv], row, cv, g.Ci - ci0, valid, true, x);
+    else if (valid)
+      load_vec<T>(&As[r][cv], row, cv, g.Ci - ci0, vec_ok);
+    else
       zero_vec<T>(&As[r][cv]);
-    }
   }
 }
 
@@ -80,106 +99,101 @@ __device__ __forceinline__ void load_weights(T (*Bs)[LD], const T* __restrict__ 
   constexpr int VPR = kNT / V;
   for (int i = threadIdx.x; i < kBK * VPR; i += kThreads) {
     const int k = i / VPR, cv = (i % VPR) * V;
-    const T* row = w + ((int64_t)t * Ci + ci0 + k) * Co;
-    if (ASYNC && vec_ok) {
-      const bool any = ci0 + k < Ci && co0 + cv < Co;
-      cp_async_16(&Bs[k][cv], any ? row + co0 + cv : w, any);
-    } else if (ci0 + k < Ci) {
-      load_vec<T>(&Bs[k][cv], row, co0 + cv, Co, vec_ok);
-    } else {
+    const T* row = w + ((int64_t)t * Ci + ci0 + k) * Co + co0;
+    if (ASYNC && vec_ok)
+      stage_vec<T>(&Bs[k][cv], row, cv, Co - co0, ci0 + k < Ci, true, w);
+    else if (ci0 + k < Ci)
+      load_vec<T>(&Bs[k][cv], row, cv, Co - co0, vec_ok);
+    else
       zero_vec<T>(&Bs[k][cv]);
-    }
   }
 }
 
-// Map a virtual row q of this block to its output pixel; -1 when q is padding / past the end.
-__device__ __forceinline__ int64_t virtual_row_pixel(const AsymGeom& g, int line0, int q) {
-  const int j = q / g.Lp, v = q % g.Lp;
-  const int line = line0 + j;
-  if (j >= g.lb || line >= g.lines || v >= g.Lo) return -1;
-  return g.out_base(line) + (int64_t)v * g.step();
-}
-
 /// Tensor-core path (fp16 / bf16): ldmatrix + mma.sync m16n8k16, fp32 accumulate.
-/// 4 warps as 2 x 2: warp (wm, wn) owns virtual rows [64 wm, 64 wm + 64) x output channels
-/// [32 wn, 32 wn + 32) of the block's 128 x 64 tile (4 x 4 m16n8 fragments, 64 fp32 registers).
-/// Per 32-channel chunk the block reads the A tile once (136 padded rows x 32 ch = 8.7 KB bf16)
-/// and one 32 x 64 weight tile per tap (4 KB; from L2: every block reads the same weights), and
-/// computes 2 * 128 * 64 * 32 * taps FLOP (3.7 MFLOP for 7 taps): ~100 FLOP per byte staged, so
-/// the ceiling aimed at is the mma.sync rate, not bandwidth; each k16 step issues 4 LDSM (A) +
-/// 2 LDSM.T (B) per 16 HMMA. Shared rows of 80 B (A) and 144 B (B) put the 8 rows of every
-/// ldmatrix phase in distinct banks (conflict-free). Operands arrive by cp.async in a 2-stage
-/// pipeline (one barrier per tap; the next tap's weights load during this tap's MMAs). At 17x17
-/// with 7 taps 66% of the virtual rows are real outputs (5 padded lines of 23 per 128 rows, 17
-/// of each 23 stored).
+/// Tile per block: 128 output pixels x 64 output channels; 4 warps as 2 x 2, warp tile 64 x 32
+/// (4 x 4 m16n8 fragments, 64 fp32 registers). Per 32-channel chunk the block stages the line
+/// tile once (<= 152 rows x 32 ch = 9.7 KB bf16; 143 rows at 17x17 / 7 taps) and one 32 x 64
+/// weight tile per tap (4 KB, L2 hits: every block reads the same weights) and computes
+/// 2 * 128 * 64 * 32 * taps FLOP (3.7 MFLOP at 7 taps): ~100 FLOP per staged byte, so the
+/// ceiling aimed at is the mma.sync rate (~660 dense fp16/bf16 TFLOP/s on an H100 SXM), not
+/// bandwidth; each k16 step issues 4 LDSM (A) + 2 LDSM.T (B) per 16 HMMA per warp. Shared rows
+/// of 80 B (A) and 144 B (B) put 8 consecutive rows of an ldmatrix phase in distinct banks (a
+/// phase straddling a line gap may meet a 2-way conflict). Operands arrive by cp.async in a
+/// 3-stage pipeline over steps (chunk, tap): weights two steps ahead (3 B stages), the next
+/// chunk's lines at least one tap ahead (2 A stages; needs taps >= 2), one barrier per step.
+/// Epilogue: 16-byte stores through a shared C tile (conv_tiles.cuh).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom g, Epilogue ep,
-                     bool pair_ok) {
+asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom g, Epilogue ep) {
   constexpr int LDA = kBK + 8;  // 80-byte rows: ldmatrix rows 16-byte aligned, banks distinct
   constexpr int LDB = kNT + 8;  // 144-byte rows
+  constexpr int LDC = kNT + 8;
   constexpr int MI = 4, NI = 4;  // the warp tile: 64 rows x 32 channels
-  // Two stages: while step s = (chunk, tap) is multiplied, the weights of step s + 1 (and, at a
-  // chunk's last tap, the next chunk's lines) are in flight into the other buffers.
-  __shared__ __align__(16) T As[2][kARows][LDA];
-  __shared__ __align__(16) T Bs[2][kBK][LDB];
+  constexpr uint32_t kAStageBytes = kARows * LDA * sizeof(T);
+  static_assert(kMT * LDC * sizeof(T) <= kAStages * kAStageBytes, "C tile reuses the A tiles");
+  __shared__ __align__(16) T As[kAStages][kARows][LDA];
+  __shared__ __align__(16) T Bs[kBStages][kBK][LDB];
   __shared__ float red[2][2][kNT];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp / 2, wn = warp % 2;
   const int line0 = blockIdx.x * g.lb;
   const int co0 = blockIdx.y * kNT;
-  const bool vec_x = g.vec_x, vec_w = g.vec_w;
 
-  float acc[MI][NI][4];
+  uint32_t a_addr[MI];  // this lane's ldmatrix row of each m16 tile, tap 0, stage 0
 #pragma unroll
   for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+    a_addr[i] = smem_addr(&As[0][g.a_row(64 * wm + 16 * i + lane % 16)][8 * (lane / 16)]);
 
+  float acc[MI][NI][4];
+  zero_acc(acc);
+
+  // Step s = (chunk, tap): its weights into B stage s % 3; at tap 0 the chunk's lines into A
+  // stage chunk % 2 (free: the chunk two back finished at step s - taps - 1 <= s - 3).
   const int steps = ((g.Ci + kBK - 1) / kBK) * g.taps;
-  load_lines<T, LDA, true>(As[0], x, g, line0, 0, vec_x);
-  load_weights<T, LDB, true>(Bs[0], w, 0, 0, co0, g.Ci, g.Co, vec_w);
+  auto issue = [&](int s) {
+    const int c = s / g.taps, t = s - c * g.taps;
+    if (t == 0) load_lines<T, LDA, true>(As[c % kAStages], x, g, line0, c * kBK, g.vec_x);
+    load_weights<T, LDB, true>(Bs[s % kBStages], w, t, c * kBK, co0, g.Ci, g.Co, g.vec_w);
+  };
+  issue(0);
+  cp_async_commit();
+  if (steps > 1) issue(1);
   cp_async_commit();
   for (int s = 0; s < steps; ++s) {
     const int chunk = s / g.taps, t = s - chunk * g.taps;
-    cp_async_wait_all();
-    // Step s's tiles are now visible to every thread, and every thread is done with step
-    // s - 1, whose buffers the loads below overwrite.
+    cp_async_wait<kBStages - 2>();  // this thread's step-s copies have landed
+    // ... and everyone's are visible; everyone is done with step s - 1, whose B stage (and, at a
+    // chunk start, the A stage of the chunk two back) the loads below overwrite.
     __syncthreads();
-    if (s + 1 < steps) {
-      const int c1 = (s + 1) / g.taps, t1 = s + 1 - c1 * g.taps;
-      if (t1 == 0) load_lines<T, LDA, true>(As[c1 % 2], x, g, line0, c1 * kBK, vec_x);
-      load_weights<T, LDB, true>(Bs[(s + 1) % 2], w, t1, c1 * kBK, co0, g.Ci, g.Co, vec_w);
-      cp_async_commit();
-    }
+    if (s + 2 < steps) issue(s + 2);
+    cp_async_commit();
+    const uint32_t shift = (chunk % kAStages) * kAStageBytes + t * (LDA * (uint32_t)sizeof(T));
 #pragma unroll
-    for (int kk = 0; kk < kBK; kk += 16)  // the tap = a shift of t rows of the A tile
-      warp_mma_k16<T, MI, NI, LDA, LDB>(acc, As[chunk % 2], 64 * wm + t, Bs[s % 2], 32 * wn, kk,
-                                        lane);
+    for (int kk = 0; kk < kBK; kk += 16)  // the tap = a shift of t rows of the line tile
+      warp_mma_k16<T, MI, NI, LDB>(acc, a_addr, shift, Bs[s % kBStages], 32 * wn, kk, lane);
   }
 
-  // Epilogue straight from the fragments (rows g and g + 8 of each m16 tile).
-  int64_t pix[MI][2];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      pix[i][h] = virtual_row_pixel(g, line0, 64 * wm + 16 * i + lane / 4 + 8 * h);
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with the A tiles: the C tile reuses them
+  T (*Cs)[LDC] = reinterpret_cast<T (*)[LDC]>(&As[0][0][0]);
+  const int valid_rows = min(g.lb, g.lines - line0) * g.Lo;
   float s[NI][2] = {}, ss[NI][2] = {};
-  epilogue_fragments<T, MI, NI>(ep, acc, pix, co0 + 32 * wn, g.Co, pair_ok, lane, s, ss);
+  fragments_to_smem<T, MI, NI, LDC>(ep, acc, Cs, 64 * wm, 32 * wn, co0 + 32 * wn, g.Co,
+                                    valid_rows, lane, s, ss);
+  __syncthreads();
+  smem_to_out<T, kNT, LDC, kThreads>(ep, Cs, valid_rows, co0, g.Co, g.vec_out,
+                                     [&](int m) { return g.pixel(line0, m); });
   if (ep.part) stats_partials<NI, 2, kNT>(ep, s, ss, lane, wm, 32 * wn, co0, g.Co, red);
 }
 
-/// fp32 path on CUDA cores, same block tile (full-precision fp32 has no tensor-core path).
-/// Same global traffic per tile as the tensor-core kernel at twice the bytes per element; per
-/// k step a thread reads 16 A floats + one float4 of B from shared memory for 64 FMA (1.6 FLOP
-/// per shared byte), so the ceiling aimed at is the FFMA rate (~60 TFLOP/s fp32 on an H100),
-/// shared-memory reads just below it.
-/// Thread (ty = tid / 16, tx = tid % 16) computes rows
-/// ty + 8 i (i < 16) x channels 4 tx .. 4 tx + 3.
+/// fp32 path on CUDA cores, same block tile and line staging (full-precision fp32 has no
+/// tensor-core path). Same global traffic per tile as the tensor-core kernel at twice the bytes
+/// per element; per k step a thread reads 16 A floats + one float4 of B from shared memory for
+/// 64 FMA (1.6 FLOP per shared byte), so the ceiling aimed at is the FFMA rate (~60 TFLOP/s
+/// fp32 on an H100), shared-memory reads just below it. Synchronous loads, two barriers per tap.
+/// Thread (ty = tid / 16, tx = tid % 16) computes GEMM rows ty + 8 i (i < 16) x channels
+/// 4 tx .. 4 tx + 3 and stores each row's 4 channels as one float4 (16 bytes) where aligned.
 __global__ void __launch_bounds__(kThreads)
 asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, AsymGeom g,
                      Epilogue ep) {
@@ -192,26 +206,28 @@ asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, A
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int line0 = blockIdx.x * g.lb;
   const int co0 = blockIdx.y * kNT;
-  const bool vec_x = g.vec_x, vec_w = g.vec_w;
 
+  int arow[RPT];
   float acc[RPT][4];
 #pragma unroll
-  for (int i = 0; i < RPT; ++i)
+  for (int i = 0; i < RPT; ++i) {
+    arow[i] = g.a_row(ty + 8 * i);
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  }
 
   for (int ci0 = 0; ci0 < g.Ci; ci0 += kBK) {
     __syncthreads();
-    load_lines<float, LDA, false>(As, x, g, line0, ci0, vec_x);
+    load_lines<float, LDA, false>(As, x, g, line0, ci0, g.vec_x);
     for (int t = 0; t < g.taps; ++t) {
-      load_weights<float, LDB, false>(Bs, w, t, ci0, co0, g.Ci, g.Co, vec_w);
+      load_weights<float, LDB, false>(Bs, w, t, ci0, co0, g.Ci, g.Co, g.vec_w);
       __syncthreads();
 #pragma unroll 4
       for (int k = 0; k < kBK; ++k) {
         const float4 b = *reinterpret_cast<const float4*>(&Bs[k][tx * 4]);
 #pragma unroll
         for (int i = 0; i < RPT; ++i) {
-          const float a = As[ty + 8 * i + t][k];
+          const float a = As[arow[i] + t][k];
           acc[i][0] = fmaf(a, b.x, acc[i][0]);
           acc[i][1] = fmaf(a, b.y, acc[i][1]);
           acc[i][2] = fmaf(a, b.z, acc[i][2]);
@@ -222,15 +238,35 @@ asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, A
     }
   }
 
+  const int co = co0 + tx * 4;
+  float sc[4] = {1.f, 1.f, 1.f, 1.f}, sh[4] = {0.f, 0.f, 0.f, 0.f};  // hoisted out of the rows
+  if (ep.scale) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (co + j < g.Co) sc[j] = ep.scale[co + j], sh[j] = ep.shift[co + j];
+  }
+  const int valid_rows = min(g.lb, g.lines - line0) * g.Lo;
+  float* out = static_cast<float*>(ep.out) + ep.out_off + co;
   float s[4] = {0.f, 0.f, 0.f, 0.f}, ss[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < RPT; ++i) {
-    const int64_t pixel = virtual_row_pixel(g, line0, ty + 8 * i);
-    if (pixel < 0) continue;
+    const int m = ty + 8 * i;
+    if (m >= valid_rows || co >= g.Co) continue;
+    float v[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int co = co0 + tx * 4 + j;
-      if (co < g.Co) epilogue_store<float>(ep, pixel, co, acc[i][j], s[j], ss[j]);
+      const bool in = co + j < g.Co;
+      s[j] += in ? acc[i][j] : 0.f;
+      ss[j] += in ? acc[i][j] * acc[i][j] : 0.f;
+      v[j] = ep.scale ? bn_relu(acc[i][j], sc[j], sh[j]) : acc[i][j];
+    }
+    float* dst = out + g.pixel(line0, m) * ep.out_c;
+    if (g.vec_out && co + 4 <= g.Co) {
+      *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        if (co + j < g.Co) dst[j] = v[j];
     }
   }
   if (ep.part) {
@@ -247,65 +283,72 @@ asym_conv_f32_kernel(const float* __restrict__ x, const float* __restrict__ w, A
       }
     }
     __syncthreads();
-    const int co = co0 + threadIdx.x;
-    if (threadIdx.x < kNT && co < g.Co) {
+    const int c = co0 + threadIdx.x;
+    if (threadIdx.x < kNT && c < g.Co) {
       float a = 0.f, b = 0.f;
 #pragma unroll
-      for (int w = 0; w < kThreads / 32; ++w) {
-        a += red[w][0][threadIdx.x];
-        b += red[w][1][threadIdx.x];
+      for (int wi = 0; wi < kThreads / 32; ++wi) {
+        a += red[wi][0][threadIdx.x];
+        b += red[wi][1][threadIdx.x];
       }
-      ep.part[(int64_t)blockIdx.x * g.Co + co] = a;
-      ep.part[((int64_t)gridDim.x + blockIdx.x) * g.Co + co] = b;
+      ep.part[(int64_t)blockIdx.x * g.Co + c] = a;
+      ep.part[((int64_t)gridDim.x + blockIdx.x) * g.Co + c] = b;
     }
   }
+}
+
+// The block geometry (csrc_reference.asym_conv_tiling mirrors it); false if unsupported.
+bool asym_geometry(AsymGeom& g, int N, int H, int W, int taps, int pad, bool vertical) {
+  g.N = N; g.H = H; g.W = W; g.taps = taps; g.pad = pad; g.vertical = vertical;
+  g.L = vertical ? H : W;
+  g.Lo = g.L + 2 * pad - taps + 1;
+  g.S = g.L + pad;
+  g.lines = vertical ? N * W : N * H;
+  if (taps < 2 || taps > kMaxTaps || pad < 0 || g.L + 2 * pad > kMaxPaddedLine || g.Lo < 1)
+    return false;
+  const int by_rows = kMT / g.Lo, by_smem = (kARows - g.L - 2 * pad) / g.S + 1;
+  g.lb = by_rows < by_smem ? by_rows : by_smem;
+  g.rows = (g.lb - 1) * g.S + g.L + 2 * pad;
+  return true;
 }
 
 }  // namespace
 
 int64_t asym_conv_row_blocks(int N, int H, int W, int taps, int pad, bool vertical) {
-  const int Lp = (vertical ? H : W) + 2 * pad;
-  if (Lp > kMT || Lp < 1) return 0;
-  const int64_t lines = (int64_t)(vertical ? W : H) * N, lb = kMT / Lp;
-  return (lines + lb - 1) / lb;
+  AsymGeom g;
+  if (!asym_geometry(g, N, H, W, taps, pad, vertical)) return 0;
+  return ((int64_t)g.lines + g.lb - 1) / g.lb;
 }
 
-int asym_conv_max_padded_line() { return kMT; }
+int asym_conv_max_padded_line() { return kMaxPaddedLine; }
 int asym_conv_max_taps() { return kMaxTaps; }
 
 cudaError_t launch_asym_conv(DType dt, const void* x, const void* w_packed, int N, int H, int W,
                              int Ci, int Co, int taps, int pad, bool vertical, Epilogue ep,
                              cudaStream_t stream) {
   AsymGeom g;
-  g.N = N; g.H = H; g.W = W; g.Ci = Ci; g.Co = Co; g.taps = taps; g.pad = pad;
-  g.vertical = vertical;
-  g.L = vertical ? H : W;
-  g.Lp = g.L + 2 * pad;
-  g.Lo = g.Lp - taps + 1;
-  g.lines = vertical ? N * W : N * H;
-  if (taps < 1 || taps > kMaxTaps || g.Lp > kMT || g.Lo < 1) return cudaErrorInvalidValue;
-  g.lb = kMT / g.Lp;
+  if (!asym_geometry(g, N, H, W, taps, pad, vertical)) return cudaErrorInvalidValue;
+  g.Ci = Ci; g.Co = Co;
   const int V = dt == DType::F32 ? 4 : 8;
-  g.vec_x = Ci % V == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  g.vec_w = Co % V == 0 && reinterpret_cast<uintptr_t>(w_packed) % 16 == 0;
+  g.vec_x = Ci % V == 0 && aligned_to(x, 16);
+  g.vec_w = Co % V == 0 && aligned_to(w_packed, 16);
+  g.vec_out = dt == DType::F32 ? out_vec_ok<float>(ep) : out_vec_ok<__half>(ep);
   if (g.lines == 0 || Co == 0) return cudaSuccess;
   if (ep.sum && !ep.part) return cudaErrorInvalidValue;  // statistics go through partials
   dim3 grid((g.lines + g.lb - 1) / g.lb, (Co + kNT - 1) / kNT);
-  const bool pair_ok = ep.out_c % 2 == 0 && ep.out_off % 2 == 0 &&
-                       reinterpret_cast<uintptr_t>(ep.out) % 4 == 0;
   switch (dt) {
     case DType::F32:
-      asym_conv_f32_kernel<<<grid, kThreads, 0, stream>>>(static_cast<const float*>(x),
-                                                          static_cast<const float*>(w_packed), g, ep);
+      asym_conv_f32_kernel<<<grid, kThreads, 0, stream>>>(
+          static_cast<const float*>(x), static_cast<const float*>(w_packed), g, ep);
       break;
     case DType::F16:
       asym_conv_mma_kernel<__half><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __half*>(x), static_cast<const __half*>(w_packed), g, ep, pair_ok);
+          static_cast<const __half*>(x), static_cast<const __half*>(w_packed), g, ep);
       break;
     case DType::BF16:
       asym_conv_mma_kernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w_packed), g, ep,
-          pair_ok);
+          static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w_packed), g,
+          ep);
       break;
   }
   cudaError_t e = launch_status();

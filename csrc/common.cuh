@@ -106,6 +106,21 @@ inline bool aligned_to(const void* p, int bytes) {
 
 inline cudaError_t launch_status() { return cudaGetLastError(); }
 
+// Grid and block of a launch.
+struct LaunchShape {
+  dim3 grid, block;
+};
+
+// The bandwidth-bound kernels have a 16-byte-vector entry point and a one-channel one over one
+// body: launch k_vec when `vec` (C / V channel vectors), else k_one (C channels), on the shape
+// that shape_for(number of channel vectors) gives, with the same arguments.
+template <int V, typename ShapeFn, typename... P, typename... A>
+void launch_vec_or_one(bool vec, int C, ShapeFn shape_for, void (*k_vec)(P...),
+                       void (*k_one)(P...), cudaStream_t stream, A... args) {
+  const LaunchShape ls = shape_for(vec ? C / V : C);
+  (vec ? k_vec : k_one)<<<ls.grid, ls.block, 0, stream>>>(args...);
+}
+
 // Dispatch a DType to a storage type T for `body`, e.g. IFAST_DISPATCH(dt, launch<T>(...)).
 #define IFAST_DISPATCH_ALL(dt, ...)                                   \
   switch (dt) {                                                       \

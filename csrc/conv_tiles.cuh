@@ -1,5 +1,6 @@
-// Shared-memory tile loaders, the tensor-core fragment primitives (ldmatrix + mma.sync
-// m16n8k16, sm_80+) and the conv epilogue shared by asym_conv.cu and grid_reduction.cu.
+// Shared-memory tile loaders, the cp.async pipeline primitives, the tensor-core fragment
+// primitives (ldmatrix + mma.sync m16n8k16, sm_80+) and the conv epilogue shared by
+// asym_conv.cu and grid_reduce.cu.
 #pragma once
 #include "common.cuh"
 
@@ -25,7 +26,7 @@ __device__ __forceinline__ void zero_vec(T* dst) {
 }
 
 // 16-byte global -> shared copy that bypasses the registers (cp.async, sm_80+): the loads of the
-// next pipeline stage stay in flight while the current one is multiplied. `valid` false:
+// next pipeline stages stay in flight while the current one is multiplied. `valid` false:
 // nothing is read (src may be any mapped address) and the 16 bytes are zero-filled.
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
@@ -33,10 +34,29 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool val
                : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(dst))), "l"(src),
                  "r"(valid ? 16 : 0));
 }
+// One group per pipeline step (committed even when empty, so that "all but the newest N
+// groups" always means "every step up to s").
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Wait for all of this thread's copies; a __syncthreads() after it publishes everyone's.
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+// Wait until at most N of this thread's groups are in flight; a __syncthreads() after it
+// publishes everyone's copies.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Either a 16-byte cp.async (`async`: the caller waits for its group) or a plain copy through
+// the registers (channels not vector-aligned: load_vec's element path), zeros when !valid.
+template <typename T>
+__device__ __forceinline__ void stage_vec(T* dst, const T* __restrict__ row, int c0, int C,
+                                          bool valid, bool async, const T* any_ptr) {
+  if (async) {  // C % V == 0: a vector is wholly inside or outside
+    const bool in = valid && c0 < C;
+    cp_async_16(dst, in ? row + c0 : any_ptr, in);
+  } else if (valid) {
+    load_vec<T>(dst, row, c0, C, false);
+  } else {
+    zero_vec<T>(dst);
+  }
 }
 
 // ---- tensor-core fragments (PTX ISA, "Matrix fragments for mma.m16n8k16") -------------------
@@ -48,12 +68,13 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// A operand, 16x16 row-major in shared memory: lane l passes &tile[l % 16][8 * (l / 16)];
-// registers come back in mma's a0..a3 order (rows 0-7 / 8-15 x columns 0-7 / 8-15).
-__device__ __forceinline__ void ldsm_a(uint32_t (&a)[4], const void* p) {
+// A operand, 16x16 row-major in shared memory: lane l passes the shared address of row l % 16,
+// column 8 * (l / 16) (any row: the rows need not be consecutive); registers come back in mma's
+// a0..a3 order (rows 0-7 / 8-15 x columns 0-7 / 8-15).
+__device__ __forceinline__ void ldsm_a(uint32_t (&a)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-               : "r"(smem_addr(p)));
+               : "r"(addr));
 }
 
 // B operands of two adjacent n8 tiles from a K x N row-major tile (16 rows of K): lane l passes
@@ -64,34 +85,45 @@ __device__ __forceinline__ void ldsm_b2(uint32_t (&b)[4], const void* p) {
                : "r"(smem_addr(p)));
 }
 
+template <typename T> struct MmaType;
+template <> struct MmaType<__half> { static constexpr bool bf16 = false; };
+template <> struct MmaType<__nv_bfloat16> { static constexpr bool bf16 = true; };
+
+#define IFAST_MMA_16816(TY)                                                                     \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0, %1, %2, %3}, "    \
+               "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"                                \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                 \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+
 template <typename T>
 __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                          uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4],
-                                                  uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+                                          uint32_t b1) {
+  if constexpr (MmaType<T>::bf16) {
+    IFAST_MMA_16816("bf16");
+  } else {
+    IFAST_MMA_16816("f16");
+  }
 }
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
-                                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#undef IFAST_MMA_16816
+
+template <int MI, int NI>
+__device__ __forceinline__ void zero_acc(float (&acc)[MI][NI][4]) {
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
 }
 
-// One k16 step of a warp tile of MI m16 x NI n8 tiles (NI even). As: rows of the A tile (the
-// warp's first row at a_row0), Bs: the K x N tile (the warp's first column at b_col0).
-template <typename T, int MI, int NI, int LDA, int LDB>
-__device__ __forceinline__ void warp_mma_k16(float (&acc)[MI][NI][4], const T (*As)[LDA],
-                                             int a_row0, const T (*Bs)[LDB], int b_col0, int kk,
-                                             int lane) {
+// One k16 step of a warp tile of MI m16 x NI n8 tiles (NI even). a_addr[i]: the shared address
+// of this lane's A row of m16 tile i at column kk = 0 (row l % 16 of the tile, column
+// 8 * (l / 16); `a_shift` bytes added: the stage and, in the asymmetric conv, the tap's row
+// shift). Bs: the K x N tile (the warp's first column at b_col0).
+template <typename T, int MI, int NI, int LDB>
+__device__ __forceinline__ void warp_mma_k16(float (&acc)[MI][NI][4], const uint32_t (&a_addr)[MI],
+                                             uint32_t a_shift, const T (*Bs)[LDB], int b_col0,
+                                             int kk, int lane) {
   const int r = lane % 16, c8 = 8 * (lane / 16);
   uint32_t b[NI / 2][4];
 #pragma unroll
@@ -99,7 +131,7 @@ __device__ __forceinline__ void warp_mma_k16(float (&acc)[MI][NI][4], const T (*
 #pragma unroll
   for (int i = 0; i < MI; ++i) {
     uint32_t a[4];
-    ldsm_a(a, &As[a_row0 + 16 * i + r][kk + c8]);
+    ldsm_a(a, a_addr[i] + a_shift + kk * (uint32_t)sizeof(T));
 #pragma unroll
     for (int j = 0; j < NI; ++j)
       mma_16816<T>(acc[i][j], a, b[j / 2][2 * (j % 2)], b[j / 2][2 * (j % 2) + 1]);
@@ -107,74 +139,82 @@ __device__ __forceinline__ void warp_mma_k16(float (&acc)[MI][NI][4], const T (*
 }
 
 // ---- epilogue ---------------------------------------------------------------------------------
-
-// Store one output value per (pixel row, channel) and keep BN-statistics partials (CUDA-core
-// path). raw = the fp32 accumulator; s / ss accumulate raw and raw^2.
-template <typename T>
-__device__ __forceinline__ void epilogue_store(const Epilogue& ep, int64_t pixel, int co, float raw,
-                                               float& s, float& ss) {
-  float v = raw;
-  if (ep.scale) v = bn_relu(raw, ep.scale[co], ep.shift[co]);
-  static_cast<T*>(ep.out)[pixel * ep.out_c + ep.out_off + co] = from_f<T>(v);
-  s += raw;
-  ss += raw * raw;
-}
+// Two passes so that the global stores are 16 bytes wide: (1) every warp writes its fragments,
+// BN + ReLU applied (scale / shift loaded once per column, outside the row loops), as T into a
+// shared C tile [kMT][LDC] (144-byte rows: the 8 rows x 4 column pairs of a fragment store hit
+// 32 distinct banks) while the BN-statistics partials of the raw fp32 values stay in registers;
+// (2) after a barrier each thread copies 16-byte row pieces to the output (one STG.128 per 8
+// channels; element stores only for a ragged channel tail or an unaligned slice).
 
 template <typename T>
-__device__ __forceinline__ void store_pair(T* p, float a, float b);
+__device__ __forceinline__ uint32_t pack2(float a, float b);
 template <>
-__device__ __forceinline__ void store_pair<__half>(__half* p, float a, float b) {
-  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
 }
 template <>
-__device__ __forceinline__ void store_pair<__nv_bfloat16>(__nv_bfloat16* p, float a, float b) {
-  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Store a warp's accumulator fragments and keep each lane's per-column BN-statistics partials.
-// pix[i][h]: output pixel of row g + 8 h of m16 tile i (-1: padding / past the end, neither
-// stored nor counted). co_w: the warp's first output channel. pair_ok: two adjacent channels
-// may be stored as one 4-byte word (out_c, out_off and the pointer even).
-template <typename T, int MI, int NI>
-__device__ __forceinline__ void epilogue_fragments(const Epilogue& ep,
-                                                   const float (&acc)[MI][NI][4],
-                                                   const int64_t (&pix)[MI][2], int co_w, int Co,
-                                                   bool pair_ok, int lane, float (&s)[NI][2],
-                                                   float (&ss)[NI][2]) {
-  const int q = lane % 4;
-  T* out = static_cast<T*>(ep.out) + ep.out_off;
+// Pass 1. row0 / col0: the warp's first row / column in the block tile; valid_rows: rows at or
+// past it are padding (neither counted in the statistics nor stored); co_w = co0 + col0.
+template <typename T, int MI, int NI, int LDC>
+__device__ __forceinline__ void fragments_to_smem(const Epilogue& ep, const float (&acc)[MI][NI][4],
+                                                  T (*Cs)[LDC], int row0, int col0, int co_w,
+                                                  int Co, int valid_rows, int lane,
+                                                  float (&s)[NI][2], float (&ss)[NI][2]) {
+  const int g = lane / 4, q = lane % 4;
 #pragma unroll
   for (int j = 0; j < NI; ++j) {
     const int co = co_w + 8 * j + 2 * q;
-    float sc[2] = {1.f, 1.f}, sh[2] = {0.f, 0.f};  // scale / shift hoisted out of the rows
+    float sc[2] = {1.f, 1.f}, sh[2] = {0.f, 0.f};  // hoisted out of the row loops
     if (ep.scale) {
 #pragma unroll
       for (int e = 0; e < 2; ++e)
         if (co + e < Co) sc[e] = ep.scale[co + e], sh[e] = ep.shift[co + e];
     }
 #pragma unroll
-    for (int i = 0; i < MI; ++i) {
+    for (int i = 0; i < MI; ++i)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        if (pix[i][h] < 0) continue;
+        const int row = row0 + 16 * i + g + 8 * h;
         float v[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float raw = acc[i][j][2 * h + e];
-          if (co + e < Co) {
+          if (row < valid_rows && co + e < Co) {
             s[j][e] += raw;
             ss[j][e] += raw * raw;
           }
           v[e] = ep.scale ? bn_relu(raw, sc[e], sh[e]) : raw;
         }
-        T* dst = out + pix[i][h] * ep.out_c + co;
-        if (pair_ok && co + 1 < Co) {
-          store_pair<T>(dst, v[0], v[1]);
-        } else {
-          if (co < Co) dst[0] = from_f<T>(v[0]);
-          if (co + 1 < Co) dst[1] = from_f<T>(v[1]);
-        }
+        *reinterpret_cast<uint32_t*>(&Cs[row][col0 + 8 * j + 2 * q]) = pack2<T>(v[0], v[1]);
       }
+  }
+}
+
+// Pass 2 (after a __syncthreads): rows [0, valid_rows) x channels [co0, min(co0 + NT, Co)) of
+// the C tile into their output pixels; pixel_of(row) gives the NHWC pixel index. vec_out: the
+// slice allows 16-byte stores (out_c, out_off multiples of 8 elements, pointer 16-aligned).
+template <typename T, int NT, int LDC, int THREADS, typename PixelOf>
+__device__ __forceinline__ void smem_to_out(const Epilogue& ep, const T (*Cs)[LDC], int valid_rows,
+                                            int co0, int Co, bool vec_out, PixelOf pixel_of) {
+  constexpr int V = 16 / sizeof(T), VPR = NT / V;
+  T* out = static_cast<T*>(ep.out) + ep.out_off + co0;
+  const int ncols = min(NT, Co - co0);
+  for (int idx = threadIdx.x; idx < valid_rows * VPR; idx += THREADS) {
+    const int row = idx / VPR, cv = (idx % VPR) * V;
+    if (cv >= ncols) continue;
+    T* dst = out + pixel_of(row) * ep.out_c + cv;
+    if (vec_out && cv + V <= ncols) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(&Cs[row][cv]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e)
+        if (cv + e < ncols) dst[e] = Cs[row][cv + e];
     }
   }
 }
@@ -215,6 +255,13 @@ __device__ __forceinline__ void stats_partials(const Epilogue& ep, float (&s)[NI
     ep.part[(int64_t)blockIdx.x * Co + co] = a;
     ep.part[(rows + blockIdx.x) * Co + co] = b;
   }
+}
+
+// Whether an epilogue's output slice takes 16-byte stores of T.
+template <typename T>
+inline bool out_vec_ok(const Epilogue& ep) {
+  constexpr int V = 16 / sizeof(T);
+  return ep.out_c % V == 0 && ep.out_off % V == 0 && aligned_to(ep.out, 16);
 }
 
 }  // namespace ifast

@@ -34,7 +34,8 @@ cudaError_t launch_reduce_partials(const float* part, int64_t rows, int C, doubl
                                    double* sumsq, cudaStream_t stream);
 
 // 1xn (vertical=false, taps along W) or nx1 (vertical=true, taps along H) conv, stride 1,
-// zero padding `pad` along the tap axis only. w_packed is [taps][Ci][Co].
+// zero padding `pad` along the tap axis only, 2 <= taps <= asym_conv_max_taps(). w_packed is
+// [taps][Ci][Co].
 cudaError_t launch_asym_conv(DType dt, const void* x, const void* w_packed, int N, int H, int W,
                              int Ci, int Co, int taps, int pad, bool vertical, Epilogue ep,
                              cudaStream_t stream);
@@ -53,6 +54,9 @@ int64_t grid_reduce_row_blocks(int N, int H, int W);
 cudaError_t launch_grid_reduce(DType dt, const void* x, const void* w_packed, int N, int H, int W,
                                int Ci, int Co, Epilogue conv_ep, void* pool, int pool_c,
                                int pool_off, uint8_t* argmax, cudaStream_t stream);
+// The 3x3 / stride 2 max-pool alone (grid_reduce's pool-only path; maxpool.cu).
+cudaError_t launch_maxpool3s2(DType dt, const void* x, int N, int H, int W, int C, void* pool,
+                              int pool_c, int pool_off, uint8_t* argmax, cudaStream_t stream);
 // Max-pool 3x3/2 backward: dx[n,h,w,c] (+)= sum of g over the windows whose argmax is (h,w).
 // g is channels [g_off, g_off + C) of an NHWC tensor with g_c channels; dx is [N,H,W,C].
 cudaError_t launch_maxpool_bwd(DType dt, const void* g, int g_c, int g_off, const uint8_t* argmax,

@@ -240,7 +240,7 @@ def test_shares_memory_sees_partial_overlap_only():
 # ---- (6) deterministic BN statistics ---------------------------------------------------------
 
 def test_partials_sum_is_the_documented_fixed_order():
-    """reduce_partials' order (csrc/bn.cu): lane l sums rows l, l + 8, ... in fp64, then the
+    """reduce_partials' order (csrc/bn_reduce.cu): lane l sums rows l, l + 8, ... in fp64, then the
     lanes 0..7 in order. The reference matches a scalar loop in that order bit for bit, and the
     order matters (a plain sequential sum of the same values rounds differently), which is why
     it is fixed rather than left to atomics."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ASYM_CONV_MAX_PADDED_LINE = 128  # csrc/asym_conv.cu kMT
+ASYM_CONV_MAX_PADDED_LINE = 128  # csrc/asym_conv.cu kMaxPaddedLine
 ASYM_CONV_MAX_TAPS = 7
 
 
@@ -36,7 +36,7 @@ def asym_conv_max_taps() -> int:
     return ASYM_CONV_MAX_TAPS
 
 
-STAT_LANES = 8  # csrc/bn.cu kPartLanes: fp64 lanes per channel in reduce_partials
+STAT_LANES = 8  # csrc/bn_common.cuh kPartLanes: fp64 lanes per channel in reduce_partials
 
 
 def shares_memory(a, b) -> bool:
@@ -74,8 +74,8 @@ def check_slices_disjoint(op: str, a: tuple[int, int], b: tuple[int, int]) -> No
 
 
 def partials_sum(partials: torch.Tensor) -> torch.Tensor:
-    """csrc/bn.cu reduce_partials on a (blocks, C) fp32 tensor of per-block partial sums: lane
-    l (of STAT_LANES) sums rows l, l + STAT_LANES, ... in fp64 in increasing order, then the
+    """csrc/bn_reduce.cu reduce_partials on a (blocks, C) fp32 tensor of per-block partial sums:
+    lane l (of STAT_LANES) sums rows l, l + STAT_LANES, ... in fp64 in increasing order, then the
     lanes are added in order 0..STAT_LANES-1. A fixed order: the same partials give the same
     bits whatever order the blocks ran in. Returns fp64 (C,)."""
     p = partials.double()
@@ -129,8 +129,12 @@ def _weight_operand(weight, packed, x, op):
 
 def asym_conv(x, weight, pad, out, out_offset, sum=None, sumsq=None, scale=None, shift=None,
               packed=None):
-    """1xn / nx1 conv, stride 1, zero padding `pad` along the tap axis only."""
+    """1xn / nx1 conv (2 <= n <= 7), stride 1, zero padding `pad` along the tap axis only."""
     kh, kw = weight.shape[2], weight.shape[3]
+    taps = kh * kw
+    if not (kh == 1 or kw == 1) or not 2 <= taps <= ASYM_CONV_MAX_TAPS:
+        raise ValueError(f"asym_conv: 2 to {ASYM_CONV_MAX_TAPS} taps, got {taps} "
+                         f"(kernel {kh}x{kw}; a 1x1 conv is a GEMM)")
     padding = (pad, 0) if (kw == 1 and kh > 1) else (0, pad)
     check_no_overlap(out, x, "asym_conv", "out", "the input")
     w = _weight_operand(weight, packed, x, "asym_conv")
@@ -238,3 +242,152 @@ def bn_relu_bwd_apply(grad, grad_offset, y, scale, shift, mean, invstd, sum_g, s
         gm = gm - _col((sum_g / count).float()) - xhat * _col((sum_gx / count).float())
     dy = gm * _col(scale)
     return dy.to(y.dtype).contiguous(memory_format=torch.channels_last)
+
+
+# ---- the CUDA kernels' tile maths, mirrored line for line so that they are checked on CPU
+# (tests/test_cuda_tiles.py): the block geometry, the staged-row and pixel maps and the cp.async
+# pipeline's stage reuse of csrc/asym_conv.cu and csrc/grid_reduce.cu.
+
+ASYM_MT, ASYM_A_ROWS = 128, 152   # asym_conv.cu kMT (GEMM rows per block), kARows
+ASYM_A_STAGES, ASYM_B_STAGES = 2, 3
+GRID_MT, GRID_STAGES, BK = 128, 3, 32  # grid_reduce.cu kMT, kStages; kBK of both
+
+
+def asym_conv_tiling(N, H, W, taps, pad, vertical):
+    """asym_conv.cu asym_geometry: L, Lo (line length in / out), S (staged line stride: lines
+    share one gap of `pad` zero rows), lb (lines per block), rows (staged rows), lines, blocks;
+    None where the kernel refuses the shape."""
+    L = H if vertical else W
+    Lo = L + 2 * pad - taps + 1
+    if not 2 <= taps <= ASYM_CONV_MAX_TAPS or pad < 0 or L + 2 * pad > ASYM_CONV_MAX_PADDED_LINE \
+            or Lo < 1:
+        return None
+    S = L + pad
+    lb = min(ASYM_MT // Lo, (ASYM_A_ROWS - L - 2 * pad) // S + 1)
+    lines = N * W if vertical else N * H
+    return dict(L=L, Lo=Lo, S=S, lb=lb, rows=(lb - 1) * S + L + 2 * pad, lines=lines,
+                blocks=-(-lines // lb))
+
+
+def asym_conv_wasted_rows(L, taps, pad):
+    """MMA rows of a full block computed but not stored (of ASYM_MT)."""
+    g = asym_conv_tiling(1, L, L, taps, pad, False)
+    return ASYM_MT - g["lb"] * g["Lo"]
+
+
+def asym_a_row(g, m):
+    """AsymGeom::a_row: the staged row GEMM row m reads at tap 0 (padding rows read row 0)."""
+    if m >= g["lb"] * g["Lo"]:
+        return 0
+    j = m // g["Lo"]
+    return j * g["S"] + m - j * g["Lo"]
+
+
+def asym_conv_emulated(x, weight, pad):
+    """The asymmetric conv computed through the kernel's index maths (fp32, (N, Co, Ho, Wo)):
+    per block the staged tile as load_lines fills it (row r -> line r // S, position
+    r % S - pad), each GEMM row m as the sum over taps of staged row a_row(m) + t times the
+    tap's weights, the valid rows stored at AsymGeom::pixel. Asserts what the kernel assumes:
+    every read row is staged, every output pixel written exactly once."""
+    N, Ci, H, W = x.shape
+    Co, _, kh, kw = weight.shape
+    vertical = kw == 1 and kh > 1
+    taps = kh if vertical else kw
+    g = asym_conv_tiling(N, H, W, taps, pad, vertical)
+    L, Lo, S = g["L"], g["Lo"], g["S"]
+    xs = x.float().permute(0, 3, 2, 1) if vertical else x.float().permute(0, 2, 3, 1)
+    xs = xs.reshape(g["lines"], L, Ci)                    # [line][position][channel]
+    wp = pack_weight(weight.float())                      # [tap][Ci][Co]
+    out = torch.zeros(g["lines"], Lo, Co)
+    written = torch.zeros(g["lines"], Lo, dtype=torch.int64)
+    for b in range(g["blocks"]):
+        line0 = b * g["lb"]
+        tile = torch.zeros(g["rows"], Ci)
+        for r in range(g["rows"]):
+            j, pos = r // S, r % S - pad
+            if j < g["lb"] and line0 + j < g["lines"] and 0 <= pos < L:
+                tile[r] = xs[line0 + j, pos]
+        valid = min(g["lb"], g["lines"] - line0) * Lo
+        for m in range(ASYM_MT):
+            base = asym_a_row(g, m)
+            assert base + taps - 1 < g["rows"], "a GEMM row reads past the staged tile"
+            acc = sum(tile[base + t] @ wp[t] for t in range(taps))
+            if m < valid:
+                line, v = line0 + m // Lo, m % Lo
+                out[line, v] = acc
+                written[line, v] += 1
+    assert bool((written == 1).all()), "an output pixel is written twice or never"
+    if vertical:
+        return out.reshape(N, W, Lo, Co).permute(0, 3, 2, 1)
+    return out.reshape(N, H, Lo, Co).permute(0, 3, 1, 2)
+
+
+def pipeline_schedule(steps, taps, a_stages, b_stages, a_every_step):
+    """Replay the cp.async pipeline of the two tensor-core kernels: step q's tiles are issued
+    after step q - 2's barrier (q < 2: before the loop) into B stage q % b_stages and, when q
+    starts a chunk (always with a_every_step, grid_reduce), A stage (its A tile) % a_stages.
+    The first hazard as text (a stage refilled while step q - 2 or q - 1 still needs it, or a
+    step reading a stage that does not hold its tile), else None."""
+    a_of = (lambda q: q) if a_every_step else (lambda q: q // taps)  # noqa: E731
+    held = {}
+
+    def issue(q, running):
+        tiles = [("B", q % b_stages, q, range(running, q))]
+        if a_every_step or q % taps == 0:
+            tiles.append(("A", a_of(q) % a_stages, a_of(q), {a_of(r) for r in range(running, q)}))
+        for kind, stage, tile, needed in tiles:
+            if held.get((kind, stage)) in needed:
+                return f"step {q} refills {kind} stage {stage} still needed"
+            held[(kind, stage)] = tile
+        return None
+
+    errs = [issue(q, 0) for q in range(min(2, steps))]
+    for s in range(steps):
+        if held.get(("B", s % b_stages)) != s or held.get(("A", a_of(s) % a_stages)) != a_of(s):
+            errs.append(f"step {s} reads a stage that does not hold its tiles")
+        if s + 2 < steps:
+            errs.append(issue(s + 2, s))
+    return next((e for e in errs if e), None)
+
+
+def grid_reduce_emulated(x, weight, n_col_blocks):
+    """The fused grid reduction through grid_reduce.cu's index maths: 128-pixel row blocks,
+    thread slots (row tid // VPR + k * (128 // VPR), channels (tid % VPR) * V), windows
+    win = (n * H + 2 oh) * W + 2 ow, tap t at win + (t // 3) * W + t % 3, the pool folded in
+    tap order with torch's rule and stored by the column block chunk % n_col_blocks. Returns
+    (conv fp32 (N, Co, OH, OW), pool, argmax) and asserts every pool element is stored once."""
+    N, Ci, H, W = x.shape
+    OH, OW = (H - 3) // 2 + 1, (W - 3) // 2 + 1
+    M = N * OH * OW
+    xf = x.float().permute(0, 2, 3, 1).reshape(-1, Ci)
+    wp = pack_weight(weight.float()) if weight is not None else None
+    V = 16 // x.element_size()
+    VPR = BK // V
+    conv = torch.zeros(M, weight.shape[0]) if weight is not None else None
+    pool = torch.full((M, Ci), float("nan"))
+    argmax = torch.full((M, Ci), 255, dtype=torch.int64)
+    for b in range(-(-M // GRID_MT)):
+        m0 = b * GRID_MT
+        slots = [(tid // VPR + k * (128 // VPR), (tid % VPR) * V)
+                 for tid in range(128) for k in range(GRID_MT * VPR // 128)]
+        assert sorted(slots) == sorted((r, c) for r in range(GRID_MT) for c in range(0, BK, V))
+        rows = [r for r in range(GRID_MT) if m0 + r < M]
+        ms = torch.tensor([m0 + r for r in rows])
+        n, rem = ms // (OH * OW), ms % (OH * OW)
+        win = (n * H + 2 * (rem // OW)) * W + 2 * (rem % OW)
+        for c0 in range(0, Ci, BK):
+            c1 = min(c0 + BK, Ci)
+            best = torch.full((len(rows), c1 - c0), float("-inf"))
+            arg = torch.zeros(len(rows), c1 - c0, dtype=torch.int64)
+            for t in range(9):
+                a = xf[win + (t // 3) * W + t % 3, c0:c1]
+                if conv is not None:
+                    conv[ms] += a @ wp[t, c0:c1]
+                take = (a > best) | torch.isnan(a)
+                best, arg = torch.where(take, a, best), torch.where(take, t, arg)
+            for y in range(n_col_blocks):  # pool_in_block: blockIdx.y == chunk % gridDim.y
+                if (c0 // BK) % n_col_blocks == y:
+                    assert bool(torch.isnan(pool[ms, c0:c1]).all()), "a pool chunk stored twice"
+                    pool[ms, c0:c1], argmax[ms, c0:c1] = best, arg
+    to4 = lambda t: t.reshape(N, OH, OW, -1).permute(0, 3, 1, 2)  # noqa: E731
+    return (to4(conv) if conv is not None else None), to4(pool), to4(argmax)
