@@ -9,7 +9,7 @@ from fnmatch import fnmatch
 AREA_MARKERS = {
     "conv_bn_relu": ("test_conv_bn_relu_*", "test_kernels_conv_*", "test_kernels_bn_relu_bwd",
                      "test_kernels_configs", "test_registered_ops"),
-    "blocks": ("test_blocks_fused", "test_conv1x1_multi_ops"),
+    "blocks": ("test_blocks_fused", "test_conv1x1_multi*"),
     "grid_reduction": ("test_grid_reduction_*", "test_registered_ops_grid_reduction"),
     "pools": ("test_model_pools", "test_pools_*", "test_registered_ops_pools"),
     "losses": ("test_losses", "test_registered_ops_losses"),

@@ -2,10 +2,27 @@
 Fixtures live in tests/conftest.py; the whole-model fp64 check in tests/whole_model.py."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
+from inception_fast.nn import ConvBNReLU
+
 CL = torch.channels_last
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel_err(a, b):
+    """max |a - b| relative to max |b| (elementwise relative error is meaningless near 0)."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def assert_rel_close(a, b, what, tol=1e-4):
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    err = rel_err(a, b)
+    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
 
 
 def close(a, b, rtol=1e-4, atol=1e-5, what=""):
@@ -21,6 +38,23 @@ def assert_close_to_ref(out, ref, rel):
     scale = ref.abs().max().item() or 1.0
     err = (out - ref).abs().max().item()
     assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x max |ref| {scale:.3g}"
+
+
+def make_pair(ci, co, k, s, p, dtype=torch.float32, seed=0):
+    """A ConvBNReLU on backend torch (the reference) and an identical copy on backend triton,
+    with non-trivial BN parameters and running stats."""
+    torch.manual_seed(seed)
+    ref = ConvBNReLU(ci, co, k, stride=s, padding=p, backend="torch")
+    with torch.no_grad():
+        ref.conv.weight.normal_(0, (ci * ref.conv.weight[0, 0].numel()) ** -0.5)
+        ref.bn.weight.uniform_(0.5, 1.5)
+        ref.bn.bias.uniform_(-0.5, 0.5)
+        ref.bn.running_mean.uniform_(-0.3, 0.3)
+        ref.bn.running_var.uniform_(0.5, 2.0)
+    ref = ref.to(DEV, dtype)
+    tri = copy.deepcopy(ref)
+    tri.backend = "triton"
+    return ref, tri
 
 
 def random_in_layout(n, c, h, w, layout, device, wider=(9, 4)):
@@ -42,22 +76,10 @@ def random_in_layout(n, c, h, w, layout, device, wider=(9, 4)):
 
 
 def expect_errors(fn, cases):
-    """Each (exception, message, args) of `cases`: fn(*args) raises it."""
-    for exc, match, args in cases:
+    """Each (exception, message, args[, kwargs]) of `cases`: fn(*args, **kwargs) raises it."""
+    for exc, match, args, *kwargs in cases:
         with pytest.raises(exc, match=match):
-            fn(*args)
-
-
-def bad_model_inputs(model_name):
-    """(input, exception, message) that a model's forward must refuse with a clear error."""
-    return [
-        (torch.randn(1, 3, 74, 74), ValueError, "at least 75"),
-        (torch.randn(1, 3, 299, 60), ValueError, f"too small for {model_name}"),
-        (torch.randn(1, 1, 299, 299), ValueError, r"\(N, 3, H, W\)"),
-        (torch.randn(3, 299, 299), ValueError, r"\(N, 3, H, W\)"),
-        (torch.zeros(1, 3, 299, 299, dtype=torch.uint8), TypeError, "floating-point"),
-        ([[1.0]], TypeError, "torch.Tensor"),
-    ]
+            fn(*args, **(kwargs[0] if kwargs else {}))
 
 
 # ---- registered ops: opcheck inputs and torch.compile(fullgraph=True) against eager ------

@@ -8,7 +8,8 @@ InceptionD / E, pin their non-1x1 units to "torch" (the fused structure, the 1x1
 pools and the slices are what is under test there; the Triton conv units are A's and B's,
 tested in their own files). The whole model (every block fused, eval + a full train step, at
 79x79 in the interpreter and 299x299 on a GPU) is tested against fp64 in
-tests/test_conv_bn_relu_triton.py.
+tests/test_conv_bn_relu_triton.py; the 1x1 group alone in tests/test_conv1x1_multi.py, the
+pool kernels in tests/test_pools_kernels.py.
 """
 from __future__ import annotations
 
@@ -21,21 +22,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import inception_fast
 import inception_fast.nn as ifnn
-from inception_fast.kernels.avg_pool3x3 import avg_pool3x3
-from inception_fast.kernels.bn_train import bn_finalize
-from inception_fast.kernels.max_pool3x3s2 import max_pool3x3s2_bwd, max_pool3x3s2_fwd
-from inception_fast.ops.conv1x1_multi import Unit1x1, conv1x1_multi
-from inception_fast.ops.max_pool_slice import max_pool3x3s2_into
+from helpers import CL, close
 
-CL = torch.channels_last
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def close(a, b, rtol=1e-4, atol=1e-5, what=""):
-    """|a - b| <= atol + rtol * max|b| (scale-aware: gradients of deep blocks are large)."""
-    err = (a.float() - b.float()).abs().max().item()
-    scale = b.float().abs().max().item()
-    assert err <= atol + rtol * scale, f"{what}: max error {err:.3g} vs scale {scale:.3g}"
+# Triton 3.8's interpreter gets bf16 tl.dot wrong on CPU (any GEMM kernel, A's conv included):
+# the half-precision checks use fp16 there and bf16 on a GPU.
+LOW = torch.bfloat16 if DEV == "cuda" else torch.float16
+AMP = LOW  # autocast's dtype here (the interpreter's tl.dot has no bf16: kernels/dtypes.py)
 
 
 # ------------------------------------------------------------------- pool/conv reordering
@@ -54,189 +47,6 @@ def test_pool_conv_reordering_exact_fp64():
     c = F.conv2d(F.avg_pool2d(x, 3, 1, 1), w, bias)
     d = F.avg_pool2d(F.conv2d(x, w, bias), 3, 1, 1)
     assert (c - d).abs().max().item() > 1e-3
-
-
-# ------------------------------------------------------------------------------ kernels
-
-def test_avg_pool3x3_kernel_slices_stats_and_adjoint():
-    g = torch.Generator().manual_seed(1)
-    big = torch.randn(3, 20, 7, 5, generator=g).to(DEV).contiguous(memory_format=CL)
-    x = big[:, 4:15]  # a channel slice, as the pool unit's columns of the GEMM output
-    ref = F.avg_pool2d(x, 3, 1, 1)
-    out = torch.zeros(3, 30, 7, 5, device=DEV)
-    avg_pool3x3(x, out=out[:, 10:21])
-    close(out[:, 10:21], ref, what="avg pool")
-    assert out[:, :10].abs().max() == 0 and out[:, 21:].abs().max() == 0
-    bias = torch.randn(11, generator=g).to(DEV)
-    y, psum, pm2 = avg_pool3x3(x, bias=bias, relu=True, stats=True)
-    close(y, torch.relu(ref + bias[None, :, None, None]), what="bias+relu")
-    mean, invstd, _, _ = bn_finalize(psum, pm2, 3 * 7 * 5, eps=1e-3, momentum=0.1)
-    var, m = torch.var_mean(y.float(), dim=(0, 2, 3), unbiased=False)
-    close(mean, m, what="mean")
-    close(invstd, torch.rsqrt(var + 1e-3), what="invstd")
-    a = torch.randn(2, 3, 6, 4, generator=g).to(DEV)
-    b = torch.randn(2, 3, 6, 4, generator=g).to(DEV)
-    lhs = (avg_pool3x3(a) * b).sum()
-    rhs = (a * avg_pool3x3(b)).sum()
-    assert abs(lhs.item() - rhs.item()) < 1e-4  # self-adjoint: the backward is the forward
-
-
-@pytest.mark.parametrize("hw", [(7, 9), (8, 3), (17, 17)])
-def test_max_pool3x3s2_kernel_with_ties(hw):
-    g = torch.Generator().manual_seed(2)
-    # Small integers: many ties inside windows (torch keeps the first maximum).
-    x = torch.randint(-3, 3, (2, 5, *hw), generator=g).float().to(DEV).contiguous(memory_format=CL)
-    xr = x.clone().requires_grad_()
-    ref = F.max_pool2d(xr, 3, 2)
-    out = torch.zeros(2, 9, *ref.shape[2:], device=DEV)
-    _, idx = max_pool3x3s2_fwd(x, out=out[:, 3:8])
-    close(out[:, 3:8], ref, what="max pool")
-    gy = torch.randn(ref.shape, generator=g).to(DEV)
-    ref.backward(gy)
-    close(max_pool3x3s2_bwd(gy, idx, hw), xr.grad, what="max pool backward")
-
-
-def test_max_pool_slice_op_autograd():
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 6, 9, 9, generator=g).to(DEV)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    outs = []
-    for xx, be in ((xa, "torch"), (xb, "triton")):
-        out = torch.zeros(1, 10, 4, 4, device=DEV)
-        v = max_pool3x3s2_into(xx, out, 2, backend=be)
-        (v * torch.arange(96.0, device=DEV).view(1, 6, 4, 4)).sum().backward()
-        outs.append(out)
-    close(outs[1], outs[0], what="slice")
-    close(xb.grad, xa.grad, what="grad")
-    with pytest.raises(ValueError, match="does not fit"):
-        max_pool3x3s2_into(x, torch.zeros(1, 7, 4, 4, device=DEV), 2, backend="triton")
-
-
-# ------------------------------------------------------------------- conv1x1_multi op
-
-def _units(c_in, specs, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    mods = []
-    for c, off, pool in specs:
-        conv = torch.nn.Conv2d(c_in, c, 1, bias=False)
-        bn = torch.nn.BatchNorm2d(c, eps=1e-3)
-        with torch.no_grad():
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.3)
-            bn.weight.copy_(torch.rand(c, generator=g) + 0.5)
-            bn.bias.copy_(torch.rand(c, generator=g) - 0.5)
-            bn.running_mean.copy_(torch.randn(c, generator=g))
-            bn.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-        mods.append((conv.to(DEV, dtype), bn.to(DEV), off, pool))
-    return mods
-
-
-def _as_units(mods, momentum=0.1):
-    return [Unit1x1(c.weight, b.weight, b.bias, b.running_mean, b.running_var, b.eps, momentum,
-                    off, pool) for c, b, off, pool in mods]
-
-
-# Mixed_5b's layout, shrunk: final branch1x1 at 0, two intermediates, the pool unit last
-# (odd widths, and the pool unit's slice not at the end of the output).
-SPECS = [(8, 0, False), (5, None, False), (7, None, False), (3, 13, True)]
-
-
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("grad", [True, False])
-def test_conv1x1_multi_matches_reference(training, grad):
-    g = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 11, 5, 7, generator=g).to(DEV)
-    gys = None
-    res = {}
-    for be in ("torch", "triton"):
-        mods = _units(11, SPECS)
-        xx = x.clone().requires_grad_(grad)
-        out = torch.full((2, 18, 5, 7), 7.0, device=DEV)
-        r = conv1x1_multi(xx, _as_units(mods), training=training, out=out.detach(), backend=be)
-        if grad:
-            if gys is None:
-                gys = [torch.randn(t.shape, generator=g).to(DEV) for t in r]
-            sum((t * gy).sum() for t, gy in zip(r, gys)).backward()
-        res[be] = (r, out, mods, xx)
-    (r1, o1, m1, x1), (r2, o2, m2, x2) = res["torch"], res["triton"]
-    for a, b in zip(r2, r1):
-        close(a, b, what="unit output")
-    close(o2, o1, what="block output (untouched channels too)")
-    assert o2[:, 8:13].eq(7.0).all()
-    for (c1, b1, _, _), (c2, b2, _, _) in zip(m1, m2):
-        close(b2.running_mean, b1.running_mean, what="running_mean")
-        close(b2.running_var, b1.running_var, what="running_var")
-        if grad:
-            close(c2.weight.grad, c1.weight.grad, what="conv weight grad")
-            close(b2.weight.grad, b1.weight.grad, what="bn weight grad")
-            close(b2.bias.grad, b1.bias.grad, what="bn bias grad")
-    if grad:
-        close(x2.grad, x1.grad, what="input grad")
-
-
-# Triton 3.8's interpreter gets bf16 tl.dot wrong on CPU (any GEMM kernel, A's conv included):
-# the half-precision checks use fp16 there and bf16 on a GPU.
-LOW = torch.bfloat16 if DEV == "cuda" else torch.float16
-AMP = LOW  # autocast's dtype here (the interpreter's tl.dot has no bf16: kernels/dtypes.py)
-
-
-def test_conv1x1_multi_per_unit_momentum_and_half():
-    """Units with different momenta take the per-unit finalize path; bf16/fp16 runs (loose)."""
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(1, 6, 4, 5, generator=g).to(DEV)
-    outs = []
-    for be in ("torch", "triton"):
-        mods = _units(6, [(4, None, False), (3, 0, True)])
-        units = _as_units(mods)
-        units[1].momentum = 0.3
-        out = torch.zeros(1, 3, 4, 5, device=DEV)
-        r = conv1x1_multi(x, units, training=True, out=out, backend=be)
-        outs.append((r, mods))
-    close(outs[1][0][0], outs[0][0][0], what="output")
-    for (_, b1, _, _), (_, b2, _, _) in zip(outs[0][1], outs[1][1]):
-        close(b2.running_mean, b1.running_mean, what="running_mean")
-    mods = _units(6, SPECS[:2], dtype=LOW)
-    xb = x.to(LOW)
-    out = torch.zeros(1, 8, 4, 5, device=DEV, dtype=LOW)
-    r = conv1x1_multi(xb, _as_units(mods), training=False, out=out, backend="triton")
-    ref = conv1x1_multi(xb, _as_units(mods), training=False,
-                        out=torch.zeros_like(out), backend="torch")
-    close(r[1], ref[1], rtol=3e-2, atol=3e-2, what="half precision")
-
-
-def test_conv1x1_multi_eval_fold_cached_per_version():
-    from inception_fast.ops.conv1x1_multi_triton import FOLD_CACHE
-
-    x = torch.randn(1, 11, 4, 4).to(DEV)
-    mods = _units(11, SPECS)
-    out = torch.zeros(1, 18, 4, 4, device=DEV)
-    with torch.no_grad():
-        conv1x1_multi(x, _as_units(mods), training=False, out=out, backend="triton")
-        first = FOLD_CACHE.peek(mods[0][0].weight)[0]
-        conv1x1_multi(x, _as_units(mods), training=False, out=out, backend="triton")
-        assert FOLD_CACHE.peek(mods[0][0].weight)[0] is first  # no refold
-        mods[3][1].running_var.mul_(4.0)  # a new parameter version: refolded
-        conv1x1_multi(x, _as_units(mods), training=False, out=out, backend="triton")
-        assert FOLD_CACHE.peek(mods[0][0].weight)[0] is not first
-        ref = torch.zeros_like(out)
-        conv1x1_multi(x, _as_units(mods), training=False, out=ref, backend="torch")
-    close(out, ref, what="after refold")
-
-
-def test_conv1x1_multi_errors():
-    x = torch.randn(1, 6, 4, 4).to(DEV)
-    mods = _units(5, [(4, 0, False)])
-    with pytest.raises(ValueError, match="weight must be"):
-        conv1x1_multi(x, _as_units(mods), training=True, out=torch.zeros(1, 4, 4, 4),
-                      backend="triton")
-    mods = _units(6, [(4, 0, False)])
-    with pytest.raises(ValueError, match="no out given"):
-        conv1x1_multi(x, _as_units(mods), training=True, backend="triton")
-    with pytest.raises(ValueError, match="does not fit"):
-        conv1x1_multi(x, _as_units(mods), training=True, out=torch.zeros(1, 3, 4, 4),
-                      backend="triton")
-    mods = _units(6, [(2, None, False)] * 4)
-    with pytest.raises(ValueError, match="at most 3 plain units"):
-        conv1x1_multi(x, _as_units(mods), training=True, backend="triton")
 
 
 # ----------------------------------------------------------------------------- blocks

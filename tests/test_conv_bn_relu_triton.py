@@ -1,23 +1,23 @@
 """backend="triton" conv+BN+ReLU (inception_fast/ops/conv_bn_relu_triton.py) vs the torch
 reference: forward, gradients (input, conv weight, BN weight/bias), running stats and
 num_batches_tracked, in train and eval, on every distinct conv of the Inception-v3 layer table
-at shrunk spatial size, odd shapes, out-slice writes, bad input, and the whole model."""
+at shrunk spatial size, odd shapes, BN statistics, autocast, and the whole model. Out-slice
+writes, the fold cache and bad input: tests/test_conv_bn_relu_entry.py."""
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import DEV, make_pair, rel_err
+from helpers import assert_rel_close as assert_close
 from inception_fast import inception_v3
 from inception_fast.backends import why_unavailable
-from inception_fast.nn import ConvBNReLU
 from inception_fast.ops import conv_bn_relu
-from inception_fast.ops import conv_bn_relu_triton as cbr_triton
 from whole_model import check_against_fp64, randomize_bn
 
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
                                 reason=f"triton backend unavailable: {why_unavailable('triton')}")
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 # Every distinct (C_in, C_out, kernel, stride, padding) of docs/inception_v3_layers.md
 # (44 of the 96 convs), with the layer's input size shrunk to (H, W), W != H where possible.
@@ -78,35 +78,6 @@ CHANNEL_BUDGET = 150_000
 def shrink_channels(ci, co, k):
     f = min(1.0, (CHANNEL_BUDGET / (ci * co * k[0] * k[1])) ** 0.5)
     return max(3, round(ci * f)), max(3, round(co * f))
-
-
-def rel_err(a, b):
-    """max |a - b| relative to max |b| (elementwise relative error is meaningless near 0)."""
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
-
-
-def assert_close(a, b, what, tol=1e-4):
-    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
-    err = rel_err(a, b)
-    assert err <= tol, f"{what}: relative error {err:.2e} > {tol:.0e}"
-
-
-def make_pair(ci, co, k, s, p, dtype=torch.float32, seed=0):
-    """A reference module (backend torch) and an identical copy on backend triton, with
-    non-trivial BN parameters and running stats."""
-    torch.manual_seed(seed)
-    ref = ConvBNReLU(ci, co, k, stride=s, padding=p, backend="torch")
-    with torch.no_grad():
-        ref.conv.weight.normal_(0, (ci * ref.conv.weight[0, 0].numel()) ** -0.5)
-        ref.bn.weight.uniform_(0.5, 1.5)
-        ref.bn.bias.uniform_(-0.5, 0.5)
-        ref.bn.running_mean.uniform_(-0.3, 0.3)
-        ref.bn.running_var.uniform_(0.5, 2.0)
-    ref = ref.to(DEV, dtype)
-    tri = copy.deepcopy(ref)
-    tri.backend = "triton"
-    return ref, tri
 
 
 def run_step(m, x, grad_out):
@@ -234,141 +205,6 @@ def test_track_running_stats_false_and_no_affine():
     for name, a, b in zip(("y", "grad_x", "grad_w"), *outs):
         assert_close(a, b, name)
 
-
-@pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize("grad", [False, True])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_out_slice(training, grad, channels_last):
-    """Writes only out[:, off:off+C_out]; returns that view; gradients flow through `out`."""
-    torch.manual_seed(5)
-    ci, co, off, total = 6, 5, 3, 13
-    x = torch.randn(2, ci, 7, 6, device=DEV)
-    w = torch.randn(co, ci, 3, 3, device=DEV) * 0.3
-    gamma, beta = torch.rand(co, device=DEV) + 0.5, torch.randn(co, device=DEV) * 0.2
-    results = []
-    for backend in ("triton", "torch"):
-        rm, rv = torch.zeros(co, device=DEV), torch.ones(co, device=DEV) * 1.5
-        params = [t.clone().requires_grad_(grad) for t in (x, w, gamma, beta)]
-        out = torch.full((2, total, 5, 4), 7.0, device=DEV)
-        if channels_last:
-            out = out.to(memory_format=torch.channels_last)
-        sentinel = out.clone()
-        with torch.set_grad_enabled(grad):
-            view = conv_bn_relu(params[0], params[1], params[2], params[3], rm, rv,
-                                training=training, out=out, out_offset=off, backend=backend)
-            assert view.shape == (2, co, 5, 4)
-            assert view.data_ptr() == out[:, off:].data_ptr()
-            rest = torch.cat([out[:, :off], out[:, off + co:]], 1)
-            assert torch.equal(rest, torch.cat([sentinel[:, :off], sentinel[:, off + co:]], 1))
-            if grad:
-                (out * torch.arange(out.numel(), device=DEV).reshape(out.shape).sin()).sum().backward()
-        results.append([out.detach(), rm, rv] + ([p.grad for p in params] if grad else []))
-    for i, (a, b) in enumerate(zip(*results)):
-        assert_close(a, b, f"item {i}")
-
-
-def test_two_writers_share_one_out_with_grad():
-    """Two convs write disjoint slices of one output (a copy-free concat); backward matches."""
-    torch.manual_seed(6)
-    results = []
-    for backend in ("triton", "torch"):
-        torch.manual_seed(6)
-        x = torch.randn(2, 4, 6, 6, device=DEV, requires_grad=True)
-        ws = [torch.randn(c, 4, k, k, device=DEV, requires_grad=True) for c, k in ((3, 1), (5, 3))]
-        out = torch.empty(2, 8, 6, 6, device=DEV).to(memory_format=torch.channels_last)
-        conv_bn_relu(x, ws[0], None, None, None, None, training=True, out=out, out_offset=0,
-                     backend=backend)
-        conv_bn_relu(x, ws[1], None, None, None, None, padding=(1, 1), training=True, out=out,
-                     out_offset=3, backend=backend)
-        (out * torch.linspace(-1, 1, out.numel(), device=DEV).reshape(out.shape)).sum().backward()
-        results.append((out.detach(), x.grad, ws[0].grad, ws[1].grad))
-    for name, a, b in zip(("out", "grad_x", "grad_w0", "grad_w1"), *results):
-        assert_close(a, b, name)
-
-
-def test_fold_cache_follows_parameter_changes():
-    """Eval without grad uses a cached folded weight, recomputed when any input changes,
-    including running stats written by a Triton training step."""
-    ref, tri = make_pair(8, 12, (3, 3), 1, (1, 1))
-    x = torch.randn(2, 8, 6, 5, device=DEV)
-    ref.eval(), tri.eval()
-    with torch.no_grad():
-        assert_close(tri(x), ref(x), "first")
-        packed = cbr_triton.FOLD_CACHE.peek(tri.conv.weight)[0]
-        tri(x)
-        assert cbr_triton.FOLD_CACHE.peek(tri.conv.weight)[0] is packed  # cache hit
-        for m in (ref, tri):
-            m.bn.weight.mul_(1.5)
-            m.bn.running_var.add_(0.5)
-        assert_close(tri(x), ref(x), "after in-place BN changes")
-        for m in (ref, tri):
-            m.conv.weight.neg_()
-        assert_close(tri(x), ref(x), "after in-place weight change")
-        ref.train(), tri.train()
-        assert_close(tri(x), ref(x), "train step")
-        ref.eval(), tri.eval()
-        assert_close(tri(x), ref(x), "eval after train step updated running stats")
-        tri.load_state_dict(ref.state_dict())
-        assert_close(tri(x), ref(x), "after load_state_dict")
-
-
-def _args(ci=4, co=6, k=3):
-    x = torch.randn(2, ci, 6, 6, device=DEV)
-    w = torch.randn(co, ci, k, k, device=DEV)
-    bn = [torch.ones(co, device=DEV), torch.zeros(co, device=DEV), torch.zeros(co, device=DEV),
-          torch.ones(co, device=DEV)]
-    return x, w, bn
-
-
-@pytest.mark.parametrize("case,exc,match", [
-    ("rank", ValueError, "4-D"),
-    ("int_dtype", TypeError, "dtype"),
-    ("float64", TypeError, "float32, float16 or bfloat16"),
-    ("weight_dtype", TypeError, "weight dtype"),
-    ("channels", ValueError, "channels"),
-    ("device", ValueError, "meta"),
-    ("bn_shape", ValueError, "running_var"),
-    ("out_offset", ValueError, "does not fit"),
-    ("out_shape", ValueError, "expected"),
-    ("out_dtype", TypeError, "dtype"),
-    ("batch_of_one_value", ValueError, "more than 1 value"),
-])
-def test_bad_input_errors(case, exc, match):
-    x, w, bn = _args()
-    kw = dict(backend="triton")
-    if case == "rank":
-        x = x[0]
-    elif case == "int_dtype":
-        x = x.to(torch.int32)
-    elif case == "float64":
-        x, w = x.double(), w.double()
-    elif case == "weight_dtype":
-        w = w.half()
-    elif case == "channels":
-        w = torch.randn(6, 5, 3, 3, device=DEV)
-    elif case == "device":
-        w = w.to("meta")
-    elif case == "bn_shape":
-        bn[3] = torch.ones(7, device=DEV)
-    elif case == "out_offset":
-        kw.update(out=torch.zeros(2, 8, 4, 4, device=DEV), out_offset=3)
-    elif case == "out_shape":
-        kw.update(out=torch.zeros(2, 8, 5, 4, device=DEV))
-    elif case == "out_dtype":
-        kw.update(out=torch.zeros(2, 8, 4, 4, device=DEV, dtype=torch.float16))
-    elif case == "batch_of_one_value":
-        x = x[:1, :, :3, :3]
-        kw.update(training=True)
-    with pytest.raises(exc, match=match):
-        conv_bn_relu(x, w, *bn, **kw)
-
-
-def test_direct_call_checks_out_slice():
-    """conv_bn_relu_triton is callable without the checked entry point: it checks too."""
-    x, w, bn = _args()
-    with pytest.raises(ValueError, match="channel slice"):
-        cbr_triton.conv_bn_relu_triton(x, w, *bn, out=torch.zeros(2, 8, 4, 4, device=DEV),
-                                       out_offset=5)
 
 
 # Autocast's half dtype: bf16 on a GPU; fp16 in the interpreter, whose tl.dot has no bf16.
