@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import inception_fast.nn as ifnn
+from helpers import rel_err
 from inception_fast.backends import why_unavailable
 from inception_fast.kernels import conv_common as cf  # its launch() picks the interpreter's tiles
 from inception_fast.kernels.conv2d_fwd import STAT_ROWS, conv2d_fwd
@@ -17,11 +18,6 @@ from inception_fast.ops.grid_reduction import grid_reduction, grid_reduction_ref
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None, reason="needs triton")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 CL = torch.channels_last
-
-
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 @pytest.mark.parametrize("n,ci,h,w,co", [(2, 13, 9, 8, 37), (1, 40, 7, 7, 20), (3, 20, 11, 9, 5)])

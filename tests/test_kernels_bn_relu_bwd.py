@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_close_to_ref, random_in_layout
 from inception_fast.kernels.bn_relu_bwd import (bn_relu_bwd_apply, bn_relu_bwd_coefficients,
                                                 bn_relu_bwd_reduce)
 
@@ -23,16 +24,7 @@ CASES = [
 
 
 def _make(n, c, h, w, layout):
-    if layout == "nchw":
-        return torch.randn(n, c, h, w, device=DEVICE)
-    if layout == "channels_last":
-        return torch.randn(n, c, h, w, device=DEVICE).to(memory_format=torch.channels_last)
-    if layout == "slice":  # channel slice of a wider channels_last concat gradient
-        big = torch.randn(n, c + 11, h, w, device=DEVICE).to(memory_format=torch.channels_last)
-        return big[:, 6:6 + c]
-    if layout == "permuted":
-        return torch.randn(n, h, c, w, device=DEVICE).permute(0, 2, 1, 3)
-    raise AssertionError(layout)
+    return random_in_layout(n, c, h, w, layout, DEVICE, wider=(11, 6))
 
 
 def _params(c):
@@ -42,11 +34,18 @@ def _params(c):
     return gamma, beta
 
 
-def _assert_close(out, ref, rel):
-    out, ref = out.double().cpu(), ref.double().cpu()
-    scale = ref.abs().max().item() or 1.0
-    err = (out - ref).abs().max().item()
-    assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x max |ref| {scale:.3g}"
+def _inputs(case, training):
+    """y, grad_out, gamma, beta and the BN statistics (the batch's in training, random
+    running statistics in eval) of one CASES entry."""
+    n, c, h, w, g_layout, y_layout = case
+    y = _make(n, c, h, w, y_layout) * 2 + 0.3
+    grad_out = _make(n, c, h, w, g_layout)
+    gamma, beta = _params(c)
+    if training:
+        mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
+    else:
+        mean, var = torch.randn(c, device=DEVICE) * 0.3, torch.rand(c, device=DEVICE) * 3 + 0.5
+    return y, grad_out, gamma, beta, mean, var
 
 
 def _reference(grad_out, y, gamma, beta, mean, var, training):
@@ -84,30 +83,22 @@ def _ours(grad_out, y, gamma, beta, mean, var, training):
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}x{c[1]}x{c[2]}x{c[3]}-{c[4]}" for c in CASES])
 def test_bn_relu_backward_matches_autograd(case, training):
     torch.manual_seed(0)
-    n, c, h, w, g_layout, y_layout = case
-    y = _make(n, c, h, w, y_layout) * 2 + 0.3
-    grad_out = _make(n, c, h, w, g_layout)
-    gamma, beta = _params(c)
-    if training:
-        mean = y.mean((0, 2, 3))
-        var = y.var((0, 2, 3), unbiased=False)
-    else:
-        mean = torch.randn(c, device=DEVICE) * 0.3
-        var = torch.rand(c, device=DEVICE) * 3 + 0.5
+    y, grad_out, gamma, beta, mean, var = _inputs(case, training)
+    c = y.shape[1]
     ref_gy, ref_gg, ref_gb = _reference(grad_out, y, gamma, beta, mean, var, training)
     gy, gg, gb, (sum_dz, sum_dz_yc, a, cc) = _ours(grad_out, y, gamma, beta, mean, var, training)
 
     assert gy.shape == y.shape and gy.dtype == y.dtype
     assert gy.is_contiguous(memory_format=torch.channels_last)
     assert sum_dz.dtype == sum_dz_yc.dtype == torch.float32 and sum_dz.shape == (c,)
-    _assert_close(gy, ref_gy, 3e-5)
-    _assert_close(gg, ref_gg, 3e-5)
-    _assert_close(gb, ref_gb, 1e-4)
+    assert_close_to_ref(gy, ref_gy, 3e-5)
+    assert_close_to_ref(gg, ref_gg, 3e-5)
+    assert_close_to_ref(gb, ref_gb, 1e-4)
     # The raw sums too, against a direct torch computation.
     dz = grad_out.double() * ((a.double()[:, None, None] * y.double() + cc.double()[:, None, None]) > 0)
-    _assert_close(sum_dz, dz.sum((0, 2, 3)), 1e-5)
+    assert_close_to_ref(sum_dz, dz.sum((0, 2, 3)), 1e-5)
     yc = y.double() - mean.double()[:, None, None]
-    _assert_close(sum_dz_yc, (dz * yc).sum((0, 2, 3)), 1e-5)
+    assert_close_to_ref(sum_dz_yc, (dz * yc).sum((0, 2, 3)), 1e-5)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -116,22 +107,15 @@ def test_coefficients_kernel_is_the_documented_maths(case, training):
     """bn_relu_bwd_coefficients (reduce + the coefficient kernel) gives what the module doc's
     torch formulas give, and through bn_relu_bwd_apply autograd's gradients (fp64)."""
     torch.manual_seed(3)
-    n, c, h, w, g_layout, y_layout = case
-    y = _make(n, c, h, w, y_layout) * 2 + 0.3
-    grad_out = _make(n, c, h, w, g_layout)
-    gamma, beta = _params(c)
-    if training:
-        mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
-    else:
-        mean, var = torch.randn(c, device=DEVICE) * 0.3, torch.rand(c, device=DEVICE) * 3 + 0.5
+    y, grad_out, gamma, beta, mean, var = _inputs(case, training)
     invstd = torch.rsqrt(var + EPS)
     a, cc = gamma * invstd, beta - mean * gamma * invstd
     k1, k2, k3, gg, gb = bn_relu_bwd_coefficients(grad_out, y, a, cc, mean, invstd, gamma,
                                                   training=training)
     ref_gy, ref_gg, ref_gb = _reference(grad_out, y, gamma, beta, mean, var, training)
-    _assert_close(gg, ref_gg, 3e-5)
-    _assert_close(gb, ref_gb, 1e-4)
-    _assert_close(bn_relu_bwd_apply(grad_out, y, a, cc, k1, k2, k3, shift=mean), ref_gy, 3e-5)
+    assert_close_to_ref(gg, ref_gg, 3e-5)
+    assert_close_to_ref(gb, ref_gb, 1e-4)
+    assert_close_to_ref(bn_relu_bwd_apply(grad_out, y, a, cc, k1, k2, k3, shift=mean), ref_gy, 3e-5)
     if not training:
         assert torch.equal(k1, a) and not k2.any() and not k3.any()
 
@@ -144,11 +128,8 @@ def test_coefficients_by_the_last_of_many_programs(monkeypatch, training):
     to zero for the next launch."""
     from inception_fast.kernels import bn_relu_bwd, last_program
     torch.manual_seed(5)
-    n, c, h, w = 3, 70, 17, 17  # 2 channel tiles, 4 row tiles of the interpreter's 256
-    y = _make(n, c, h, w, "channels_last") * 2 + 0.3
-    grad_out = _make(n, c, h, w, "slice")
-    gamma, beta = _params(c)
-    mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
+    # 3x70x17x17: 2 channel tiles, 4 row tiles of the interpreter's 256
+    y, grad_out, gamma, beta, mean, var = _inputs((3, 70, 17, 17, "slice", "channels_last"), True)
     invstd = torch.rsqrt(var + EPS)
     a, cc = gamma * invstd, beta - mean * gamma * invstd
     args = (grad_out, y, a, cc, mean, invstd, gamma)
@@ -212,8 +193,8 @@ def test_large_mean_is_centered():
     mean, var = y.double().mean((0, 2, 3)).float(), y.double().var((0, 2, 3), unbiased=False).float()
     ref_gy, ref_gg, _ = _reference(grad_out, y, gamma, beta, mean, var, True)
     gy, gg, _, _ = _ours(grad_out, y, gamma, beta, mean, var, True)
-    _assert_close(gy, ref_gy, 3e-5)
-    _assert_close(gg, ref_gg, 3e-5)
+    assert_close_to_ref(gy, ref_gy, 3e-5)
+    assert_close_to_ref(gg, ref_gg, 3e-5)
 
 
 def test_apply_is_the_per_channel_affine_of_dz_and_y():
@@ -225,11 +206,11 @@ def test_apply_is_the_per_channel_affine_of_dz_and_y():
     a, c, k1, k2, k3, shift = (torch.randn(11, device=DEVICE) for _ in range(6))
     v = lambda t: t[:, None, None]  # noqa: E731
     dz = g * (v(a) * y + v(c) > 0)
-    _assert_close(bn_relu_bwd_apply(g, y, a, c, k1, k2, k3), v(k1) * dz + v(k2) * y + v(k3), 1e-5)
-    _assert_close(bn_relu_bwd_apply(g, y, a, c, k1, k2, k3, shift=shift),
+    assert_close_to_ref(bn_relu_bwd_apply(g, y, a, c, k1, k2, k3), v(k1) * dz + v(k2) * y + v(k3), 1e-5)
+    assert_close_to_ref(bn_relu_bwd_apply(g, y, a, c, k1, k2, k3, shift=shift),
                   v(k1) * dz + v(k2) * (y - v(shift)) + v(k3), 1e-5)
     _, s_dzy = bn_relu_bwd_reduce(g, y, a, c)
-    _assert_close(s_dzy, (dz * y).sum((0, 2, 3)), 1e-5)
+    assert_close_to_ref(s_dzy, (dz * y).sum((0, 2, 3)), 1e-5)
 
 
 def test_bad_input():
@@ -281,9 +262,9 @@ def test_gpu_full_size(dtype, training):
     gy, gg, gb, _ = _ours(grad_out, y, gamma, beta, mean, var, training)
     assert gy.dtype == dtype
     rel = 1e-4 if dtype == torch.float32 else 1e-2
-    _assert_close(gy, ref_gy, rel)
-    _assert_close(gg, ref_gg, 1e-4)  # sums accumulate in fp32 from the same 16-bit inputs
-    _assert_close(gb, ref_gb, 1e-4)
+    assert_close_to_ref(gy, ref_gy, rel)
+    assert_close_to_ref(gg, ref_gg, 1e-4)  # sums accumulate in fp32 from the same 16-bit inputs
+    assert_close_to_ref(gb, ref_gb, 1e-4)
 
 
 # ---- BN + ReLU + 3x3 / stride-2 max pool, fused (the stem's Conv2d_2b -> maxpool1) ----------

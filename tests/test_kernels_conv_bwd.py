@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_close_to_ref, expect_errors, random_in_layout
 from inception_fast.kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -49,20 +50,6 @@ ODD = [
 ]
 
 
-def _grad_y(n, c, oh, ow, layout):
-    """A random (n, c, oh, ow) tensor with the given memory layout."""
-    if layout == "nchw":
-        return torch.randn(n, c, oh, ow, device=DEVICE)
-    if layout == "channels_last":
-        return torch.randn(n, c, oh, ow, device=DEVICE).to(memory_format=torch.channels_last)
-    if layout == "slice":  # channel slice of a wider channels_last concat gradient
-        big = torch.randn(n, c + 9, oh, ow, device=DEVICE).to(memory_format=torch.channels_last)
-        return big[:, 4:4 + c]
-    if layout == "permuted":  # (n, oh, c, ow) storage: neither NCHW nor NHWC
-        return torch.randn(n, oh, c, ow, device=DEVICE).permute(0, 2, 1, 3)
-    raise AssertionError(layout)
-
-
 def _case(n, cin, cout, h, w, k, stride, pad, layout, x_layout="channels_last"):
     x = torch.randn(n, cin, h, w, device=DEVICE)
     if x_layout == "channels_last":
@@ -72,16 +59,8 @@ def _case(n, cin, cout, h, w, k, stride, pad, layout, x_layout="channels_last"):
         x = big[:, 2:2 + cin]
     wt = torch.randn(cout, cin, *k, device=DEVICE) / (cin * k[0] * k[1]) ** 0.5
     oh, ow = F.conv2d(x[:1, :, :, :], wt, stride=stride, padding=pad).shape[2:]
-    gy = _grad_y(n, cout, oh, ow, layout)
+    gy = random_in_layout(n, cout, oh, ow, layout, DEVICE)
     return x, wt, gy
-
-
-def _assert_close(out, ref, rel):
-    out = out.double().cpu()
-    ref = ref.cpu()
-    scale = ref.abs().max().item() or 1.0
-    err = (out - ref).abs().max().item()
-    assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x max |ref| {scale:.3g}"
 
 
 def _check_dgrad(x, wt, gy, stride, pad, rel=1e-4):
@@ -89,7 +68,7 @@ def _check_dgrad(x, wt, gy, stride, pad, rel=1e-4):
     ref = torch.nn.grad.conv2d_input(x.shape, wt.double(), gy.double(), stride=stride, padding=pad)
     assert gx.shape == x.shape and gx.dtype == gy.dtype
     assert gx.is_contiguous(memory_format=torch.channels_last)
-    _assert_close(gx, ref, rel)
+    assert_close_to_ref(gx, ref, rel)
     return gx
 
 
@@ -97,7 +76,7 @@ def _check_wgrad(x, wt, gy, stride, pad, rel=1e-4, **kw):
     gw = conv2d_wgrad(x, gy, wt.shape[2:], stride=stride, padding=pad, **kw)
     ref = torch.nn.grad.conv2d_weight(x.double(), wt.shape, gy.double(), stride=stride, padding=pad)
     assert gw.shape == wt.shape and gw.dtype == torch.float32 and gw.is_contiguous()
-    _assert_close(gw, ref, rel)
+    assert_close_to_ref(gw, ref, rel)
     return gw
 
 
@@ -163,45 +142,34 @@ def test_dgrad_weight_any_layout():
 def test_dgrad_bad_input():
     gy = torch.randn(2, 8, 5, 5, device=DEVICE)
     wt = torch.randn(8, 4, 3, 3, device=DEVICE)
-    with pytest.raises(ValueError, match="4-D"):
-        conv2d_dgrad(gy[0], wt, (7, 7))
-    with pytest.raises(TypeError, match="dtype"):
-        conv2d_dgrad(gy.to(torch.int32), wt, (7, 7))
-    with pytest.raises(ValueError, match="channels"):
-        conv2d_dgrad(gy, torch.randn(6, 4, 3, 3, device=DEVICE), (7, 7))
-    with pytest.raises(ValueError, match="gives 3x3"):
-        conv2d_dgrad(gy, wt, (5, 5))
-    with pytest.raises(ValueError, match="does not fit"):
-        conv2d_dgrad(gy, wt, (1, 1))
-    with pytest.raises(ValueError, match="on meta"):
-        conv2d_dgrad(gy.to("meta"), wt.to("meta"), (7, 7))
-    with pytest.raises(ValueError, match="weight is on"):
-        conv2d_dgrad(gy, wt.to("meta"), (7, 7))
-    with pytest.raises(ValueError, match="stride"):
-        conv2d_dgrad(gy, wt, (7, 7), stride=0)
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        conv2d_dgrad(gy.tolist(), wt, (7, 7))
+    hw = (7, 7)
+    expect_errors(conv2d_dgrad, [
+        (ValueError, "4-D", (gy[0], wt, hw)),
+        (TypeError, "dtype", (gy.to(torch.int32), wt, hw)),
+        (ValueError, "channels", (gy, torch.randn(6, 4, 3, 3, device=DEVICE), hw)),
+        (ValueError, "gives 3x3", (gy, wt, (5, 5))),
+        (ValueError, "does not fit", (gy, wt, (1, 1))),
+        (ValueError, "on meta", (gy.to("meta"), wt.to("meta"), hw)),
+        (ValueError, "weight is on", (gy, wt.to("meta"), hw)),
+        (ValueError, "stride", (gy, wt, hw), dict(stride=0)),
+        (TypeError, "torch.Tensor", (gy.tolist(), wt, hw)),
+    ])
 
 
 def test_wgrad_bad_input():
     x = torch.randn(2, 4, 7, 7, device=DEVICE)
     gy = torch.randn(2, 8, 5, 5, device=DEVICE)
-    with pytest.raises(ValueError, match="4-D"):
-        conv2d_wgrad(x[0], gy, (3, 3))
-    with pytest.raises(TypeError, match="must match"):
-        conv2d_wgrad(x.half(), gy, (3, 3))
-    with pytest.raises(TypeError, match="dtype"):
-        conv2d_wgrad(x.double(), gy.double(), (3, 3))
-    with pytest.raises(ValueError, match="batch"):
-        conv2d_wgrad(x[:1], gy, (3, 3))
-    with pytest.raises(ValueError, match="gives 3x3"):
-        conv2d_wgrad(x, gy, (5, 5))
-    with pytest.raises(ValueError, match="on meta"):
-        conv2d_wgrad(x.to("meta"), gy.to("meta"), (3, 3))
-    with pytest.raises(ValueError, match="x is on"):
-        conv2d_wgrad(x, gy.to("meta"), (3, 3))
-    with pytest.raises(ValueError, match="padding"):
-        conv2d_wgrad(x, gy, (3, 3), padding=-1)
+    k = (3, 3)
+    expect_errors(conv2d_wgrad, [
+        (ValueError, "4-D", (x[0], gy, k)),
+        (TypeError, "must match", (x.half(), gy, k)),
+        (TypeError, "dtype", (x.double(), gy.double(), k)),
+        (ValueError, "batch", (x[:1], gy, k)),
+        (ValueError, "gives 3x3", (x, gy, (5, 5))),
+        (ValueError, "on meta", (x.to("meta"), gy.to("meta"), k)),
+        (ValueError, "x is on", (x, gy.to("meta"), k)),
+        (ValueError, "padding", (x, gy, k), dict(padding=-1)),
+    ])
 
 
 # ----------------------------------------------------------------------------- GPU only

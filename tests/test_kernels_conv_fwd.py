@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import rel_err
 from inception_fast.backends import why_unavailable
 from inception_fast.kernels import bn_train as bn_train_module
 from inception_fast.kernels import conv_common
@@ -17,11 +18,6 @@ from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, pack_weigh
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
                                 reason=f"triton backend unavailable: {why_unavailable('triton')}")
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
 def rows(y):
@@ -228,23 +224,18 @@ def test_bn_relu_apply_into_slice(relu):
 def test_conv2d_fwd_errors(case, exc, match):
     x = torch.randn(2, 4, 5, 5, device=DEV)
     wt = torch.randn(6, 4, 3, 3, device=DEV)
-    kw = {}
-    if case == "rank":
-        x = x[0]
-    elif case == "dtype":
-        x, wt = x.double(), wt.double()
-    elif case == "channels":
-        wt = wt[:, :3]
-    elif case == "too_small":
-        x = x[:, :, :2]
-    elif case == "out_shape":
-        kw["out"] = torch.empty(2, 6, 4, 3, device=DEV)
-    elif case == "packed":
-        kw["packed"] = torch.empty(36, 5, device=DEV)
-    elif case == "bias":
-        kw["bias"] = torch.zeros(5, device=DEV)
+    args = dict(x=x, weight=wt)
+    args.update({  # the one wrong argument of each case
+        "rank": dict(x=x[0]),
+        "dtype": dict(x=x.double(), weight=wt.double()),
+        "channels": dict(weight=wt[:, :3]),
+        "too_small": dict(x=x[:, :, :2]),
+        "out_shape": dict(out=torch.empty(2, 6, 4, 3, device=DEV)),
+        "packed": dict(packed=torch.empty(36, 5, device=DEV)),
+        "bias": dict(bias=torch.zeros(5, device=DEV)),
+    }[case])
     with pytest.raises(exc, match=match):
-        conv2d_fwd(x, wt, **kw)
+        conv2d_fwd(**args)
 
 
 @pytest.mark.skipif(DEV == "cuda", reason="the interpreter's limit; on a GPU bf16 runs")
