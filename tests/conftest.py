@@ -26,6 +26,15 @@ def ref_kernels(monkeypatch):
 
 
 @pytest.fixture
+def exact_fp32():
+    """TF32 off around the test (helpers.no_tf32): on a GPU, fp32 against torch's fp32."""
+    from helpers import no_tf32
+
+    with no_tf32():
+        yield
+
+
+@pytest.fixture
 def fresh_dynamo():
     """torch.compile's caches emptied before and after the test."""
     import torch

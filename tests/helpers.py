@@ -2,6 +2,7 @@
 Fixtures live in tests/conftest.py; the whole-model fp64 check in tests/whole_model.py."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -38,6 +39,20 @@ def assert_close_to_ref(out, ref, rel):
     scale = ref.abs().max().item() or 1.0
     err = (out - ref).abs().max().item()
     assert err <= rel * scale, f"max abs error {err:.3g} > {rel} x max |ref| {scale:.3g}"
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """fp32 means fp32 on both sides: TF32 off for cuDNN's convolutions (through
+    torch.backends.cudnn.flags, which the fused kernels' dot-precision rule follows too) and
+    for CUDA matmuls (torch has no context manager for that flag: restored here)."""
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
 
 
 def make_pair(ci, co, k, s, p, dtype=torch.float32, seed=0):

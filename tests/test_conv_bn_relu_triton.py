@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import DEV, make_pair, rel_err
+from helpers import DEV, make_pair, no_tf32, rel_err
 from helpers import assert_rel_close as assert_close
 from inception_fast import inception_v3
 from inception_fast.backends import why_unavailable
@@ -302,21 +302,16 @@ def test_half_precision_vs_fp64(dtype, training, ci, co, k, s, p, hw):
 @pytest.mark.gpu
 def test_inception_v3_299_train_step_on_gpu_without_tf32():
     """The whole model at 299x299 (batch 2), TF32 off so that fp32 means fp32 on both sides."""
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-            x = torch.randn(2, 3, 299, 299, generator=torch.Generator().manual_seed(2))
-            check_against_fp64(_whole_model(299), "triton", x, "cuda")
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = prev
+    with no_tf32():
+        x = torch.randn(2, 3, 299, 299, generator=torch.Generator().manual_seed(2))
+        check_against_fp64(_whole_model(299), "triton", x, "cuda")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("ci,co,k,s,p,hw", LAYERS[::4])
 def test_fp32_on_gpu_without_tf32(ci, co, k, s, p, hw):
     """On a GPU with TF32 off (torch's fp32 conv exact-ish), we match at 1e-4 too."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+    with no_tf32():
         ref, tri = make_pair(ci, co, k, s, p)
         x = torch.randn(8, ci, *hw, device="cuda").to(memory_format=torch.channels_last)
         compare_module(ref, tri, x)

@@ -10,14 +10,9 @@ from helpers import assert_close_to_ref, expect_errors, random_in_layout
 from inception_fast.kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32():
-    """fp32 means fp32 on both sides: the backward kernels follow the forward's dot-precision
-    rule (TF32 where torch allows it for convolutions), as cuDNN does."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
+# fp32 means fp32 on both sides: the backward kernels follow the forward's dot-precision rule
+# (TF32 where torch allows it for convolutions), as cuDNN does.
+pytestmark = pytest.mark.usefixtures("exact_fp32")
 
 # Every kernel / stride / padding combination of Inception-v3's layer table
 # (docs/inception_v3_layers.md), channels and H/W shrunk; batch 2.

@@ -15,21 +15,15 @@ from inception_fast.kernels.configs import CONV_FWD, KEEP, gpu_configs
 from inception_fast.kernels.conv2d_fwd import (STAT_ROWS, conv2d_fwd, pack_weight,
                                              prune_configs)
 
-pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
-                                reason=f"triton backend unavailable: {why_unavailable('triton')}")
+pytestmark = [pytest.mark.skipif(why_unavailable("triton") is not None,
+                                 reason=f"triton backend unavailable: {why_unavailable('triton')}"),
+              pytest.mark.usefixtures("exact_fp32")]  # on a GPU: fp32 vs fp32, TF32 off
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def rows(y):
     """(N, C, H, W) -> [N*H*W, C], rows in the kernels' (n, oh, ow) order."""
     return y.permute(0, 2, 3, 1).reshape(-1, y.shape[1])
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32():
-    """On a GPU, compare fp32 against torch with TF32 off on both sides."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
 
 
 CONVS = [  # (N, C_in, H, W, C_out, kernel, stride, padding): generic, FLAT_K and asym paths
