@@ -206,30 +206,22 @@ def test_bn_relu_apply_into_slice(relu):
     assert (full[:, :2] == 0).all() and (full[:, 39:] == 0).all()
 
 
-@pytest.mark.parametrize("case,exc,match", [
-    ("rank", ValueError, "4-D"),
-    ("dtype", TypeError, "dtype"),
-    ("channels", ValueError, "channels"),
-    ("too_small", ValueError, "smaller than the kernel"),
-    ("out_shape", ValueError, "out has shape"),
-    ("packed", ValueError, "packed weight"),
-    ("bias", ValueError, "bias"),
-])
-def test_conv2d_fwd_errors(case, exc, match):
+@pytest.mark.parametrize("case", ["rank", "dtype", "channels", "too_small", "out_shape",
+                                  "packed", "bias"])
+def test_conv2d_fwd_errors(case):
     x = torch.randn(2, 4, 5, 5, device=DEV)
     wt = torch.randn(6, 4, 3, 3, device=DEV)
-    args = dict(x=x, weight=wt)
-    args.update({  # the one wrong argument of each case
-        "rank": dict(x=x[0]),
-        "dtype": dict(x=x.double(), weight=wt.double()),
-        "channels": dict(weight=wt[:, :3]),
-        "too_small": dict(x=x[:, :, :2]),
-        "out_shape": dict(out=torch.empty(2, 6, 4, 3, device=DEV)),
-        "packed": dict(packed=torch.empty(36, 5, device=DEV)),
-        "bias": dict(bias=torch.zeros(5, device=DEV)),
-    }[case])
+    exc, match, wrong = {  # each case's error and the wrong argument(s) that give it
+        "rank": (ValueError, "4-D", dict(x=x[0])),
+        "dtype": (TypeError, "dtype", dict(x=x.double(), weight=wt.double())),
+        "channels": (ValueError, "channels", dict(weight=wt[:, :3])),
+        "too_small": (ValueError, "smaller than the kernel", dict(x=x[:, :, :2])),
+        "out_shape": (ValueError, "out has shape", dict(out=torch.empty(2, 6, 4, 3, device=DEV))),
+        "packed": (ValueError, "packed weight", dict(packed=torch.empty(36, 5, device=DEV))),
+        "bias": (ValueError, "bias", dict(bias=torch.zeros(5, device=DEV))),
+    }[case]
     with pytest.raises(exc, match=match):
-        conv2d_fwd(**args)
+        conv2d_fwd(**(dict(x=x, weight=wt) | wrong))
 
 
 @pytest.mark.skipif(DEV == "cuda", reason="the interpreter's limit; on a GPU bf16 runs")
