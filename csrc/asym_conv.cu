@@ -125,15 +125,12 @@ __device__ __forceinline__ void load_weights(T (*Bs)[LD], const T* __restrict__ 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom g, Epilogue ep) {
-  constexpr int LDA = kBK + 8;  // 80-byte rows: ldmatrix rows 16-byte aligned, banks distinct
-  constexpr int LDB = kNT + 8;  // 144-byte rows
-  constexpr int LDC = kNT + 8;
+  using Smem = MmaSmem<T, kAStages, kARows, kBStages, kMT, kNT, kBK>;
+  constexpr int LDA = Smem::LDA, LDB = Smem::LDB;
   constexpr int MI = 4, NI = 4;  // the warp tile: 64 rows x 32 channels
-  constexpr uint32_t kAStageBytes = kARows * LDA * sizeof(T);
-  static_assert(kMT * LDC * sizeof(T) <= kAStages * kAStageBytes, "C tile reuses the A tiles");
-  __shared__ __align__(16) T As[kAStages][kARows][LDA];
-  __shared__ __align__(16) T Bs[kBStages][kBK][LDB];
-  __shared__ float red[2][2][kNT];
+  __shared__ __align__(16) Smem sm;
+  auto& As = sm.As;
+  auto& Bs = sm.Bs;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp / 2, wn = warp % 2;
@@ -168,23 +165,15 @@ asym_conv_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, AsymGeom 
     __syncthreads();
     if (s + 2 < steps) issue(s + 2);
     cp_async_commit();
-    const uint32_t shift = (chunk % kAStages) * kAStageBytes + t * (LDA * (uint32_t)sizeof(T));
+    const uint32_t shift = (chunk % kAStages) * Smem::kAStageBytes + t * (LDA * sizeof(T));
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16)  // the tap = a shift of t rows of the line tile
       warp_mma_k16<T, MI, NI, LDB>(acc, a_addr, shift, Bs[s % kBStages], 32 * wn, kk, lane);
   }
 
-  cp_async_wait<0>();
-  __syncthreads();  // every warp is done with the A tiles: the C tile reuses them
-  T (*Cs)[LDC] = reinterpret_cast<T (*)[LDC]>(&As[0][0][0]);
-  const int valid_rows = min(g.lb, g.lines - line0) * g.Lo;
-  float s[NI][2] = {}, ss[NI][2] = {};
-  fragments_to_smem<T, MI, NI, LDC>(ep, acc, Cs, 64 * wm, 32 * wn, co0 + 32 * wn, g.Co,
-                                    valid_rows, lane, s, ss);
-  __syncthreads();
-  smem_to_out<T, kNT, LDC, kThreads>(ep, Cs, valid_rows, co0, g.Co, g.vec_out,
-                                     [&](int m) { return g.pixel(line0, m); });
-  if (ep.part) stats_partials<NI, 2, kNT>(ep, s, ss, lane, wm, 32 * wn, co0, g.Co, red);
+  mma_epilogue<T, kThreads>(sm, ep, acc, lane, wm, wn, co0, g.Co,
+                            min(g.lb, g.lines - line0) * g.Lo, g.vec_out,
+                            [&](int m) { return g.pixel(line0, m); });
 }
 
 /// fp32 path on CUDA cores, same block tile and line staging (full-precision fp32 has no

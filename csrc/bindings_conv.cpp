@@ -30,7 +30,8 @@ void asym_conv(const at::Tensor& x, const at::Tensor& weight, int64_t pad, const
               L + 2 * pad, " exceeds the kernel's tile (", ifast::asym_conv_max_padded_line(),
               "); use cuDNN for this shape");
   const int64_t Lo = L + 2 * pad - taps + 1;
-  TORCH_CHECK(Lo >= 1, op, ": output would be empty (line ", L, ", pad ", pad, ", taps ", taps, ")");
+  TORCH_CHECK(Lo >= 1, op, ": output would be empty (line ", L, ", pad ", pad, ", taps ", taps,
+              ")");
   const int64_t Ho = vertical ? Lo : H, Wo = vertical ? W : Lo;
   check_slice(out, x, N, Co, Ho, Wo, out_offset, x.scalar_type(), op, "out");
   check_no_overlap(out, x, op, "out", "the input");
@@ -132,7 +133,8 @@ void maxpool_bwd(const at::Tensor& g, int64_t g_offset, const at::Tensor& argmax
   const int64_t OH = (H - 3) / 2 + 1, OW = (W - 3) / 2 + 1;
   check_slice(g, dx, N, C, OH, OW, g_offset, dx.scalar_type(), op, "grad");
   check_nhwc(argmax, dx, op, "argmax");
-  TORCH_CHECK(argmax.scalar_type() == at::kByte && argmax.sizes() == at::IntArrayRef({N, C, OH, OW}),
+  TORCH_CHECK(argmax.scalar_type() == at::kByte &&
+                  argmax.sizes() == at::IntArrayRef({N, C, OH, OW}),
               op, ": argmax must be uint8 of shape (", N, ", ", C, ", ", OH, ", ", OW, "), got ",
               argmax.scalar_type(), " ", argmax.sizes());
   check_no_overlap(dx, g, op, "dx", "grad");

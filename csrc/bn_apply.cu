@@ -11,7 +11,8 @@ constexpr int kUnroll = 4;  // rows in flight per thread in bn_apply_relu (one v
 constexpr int kUnrollBwd = 2;  // in bn_relu_bwd_apply (two vectors each; 4 would need ~145 regs)
 
 /// out[m, out_off + c] = relu(y[m, c] * scale[c] + shift[c]). Per element: one read, one
-/// write, 2 FLOP; scale / shift loaded once per thread, kUnroll vector loads in flight.
+/// write (4 B for 16-bit types), 2 FLOP: ceiling HBM bandwidth (~3.3 TB/s on an H100 SXM);
+/// scale / shift loaded once per thread, kUnroll 16-byte loads in flight.
 template <typename T, int VW>
 __device__ __forceinline__ void bn_apply_relu_body(const T* __restrict__ y, int64_t M, int C,
                                                    const float* __restrict__ scale,
@@ -40,22 +41,14 @@ __device__ __forceinline__ void bn_apply_relu_body(const T* __restrict__ y, int6
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_apply_relu_kernel(const T* __restrict__ y, int64_t M, int C, const float* __restrict__ scale,
-                     const float* __restrict__ shift, T* __restrict__ out, int out_c, int out_off) {
-  bn_apply_relu_body<T, 1>(y, M, C, scale, shift, out, out_c, out_off);
-}
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_apply_relu_v16_kernel(const T* __restrict__ y, int64_t M, int C, const float* __restrict__ scale,
-                         const float* __restrict__ shift, T* __restrict__ out, int out_c,
-                         int out_off) {
-  bn_apply_relu_body<T, 16 / sizeof(T)>(y, M, C, scale, shift, out, out_c, out_off);
-}
+IFAST_VEC_ENTRY_POINTS(bn_apply_relu, kThreads,
+    (const T* __restrict__ y, int64_t M, int C, const float* __restrict__ scale,
+     const float* __restrict__ shift, T* __restrict__ out, int out_c, int out_off),
+    (y, M, C, scale, shift, out, out_c, out_off))
 
 /// dy = scale * (gm - (sum_g + xhat * sum_gx) / count) in training, scale * gm in eval.
-/// Per element: two reads, one write; the per-channel terms loaded once per thread.
+/// Per element: two reads, one write (6 B for 16-bit types), ~8 FLOP: ceiling HBM bandwidth;
+/// the per-channel terms loaded once per thread, kUnrollBwd rows of two 16-byte loads in flight.
 template <typename T, int VW>
 __device__ __forceinline__ void bn_relu_bwd_apply_body(const T* __restrict__ g, int g_c, int g_off,
                                                        const T* __restrict__ y, int64_t M, int C,
@@ -101,26 +94,12 @@ __device__ __forceinline__ void bn_relu_bwd_apply_body(const T* __restrict__ g, 
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_relu_bwd_apply_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
-                         int64_t M, int C, const float* scale, const float* shift,
-                         const float* mean, const float* invstd, const double* sum_g,
-                         const double* sum_gx, double inv_count, bool training,
-                         T* __restrict__ dy) {
-  bn_relu_bwd_apply_body<T, 1>(g, g_c, g_off, y, M, C, scale, shift, mean, invstd, sum_g, sum_gx,
-                               inv_count, training, dy);
-}
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_relu_bwd_apply_v16_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
-                             int64_t M, int C, const float* scale, const float* shift,
-                             const float* mean, const float* invstd, const double* sum_g,
-                             const double* sum_gx, double inv_count, bool training,
-                             T* __restrict__ dy) {
-  bn_relu_bwd_apply_body<T, 16 / sizeof(T)>(g, g_c, g_off, y, M, C, scale, shift, mean, invstd,
-                                            sum_g, sum_gx, inv_count, training, dy);
-}
+IFAST_VEC_ENTRY_POINTS(bn_relu_bwd_apply, kThreads,
+    (const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y, int64_t M, int C,
+     const float* scale, const float* shift, const float* mean, const float* invstd,
+     const double* sum_g, const double* sum_gx, double inv_count, bool training,
+     T* __restrict__ dy),
+    (g, g_c, g_off, y, M, C, scale, shift, mean, invstd, sum_g, sum_gx, inv_count, training, dy))
 
 }  // namespace
 

@@ -30,17 +30,9 @@ __device__ __forceinline__ void bn_stats_body(const T* __restrict__ y, int64_t M
   block_partials<VW>(s, ss, rr.c, C, part);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_stats_kernel(const T* __restrict__ y, int64_t M, int C, int64_t rpb, float* __restrict__ part) {
-  bn_stats_body<T, 1>(y, M, C, rpb, part);
-}
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_stats_v16_kernel(const T* __restrict__ y, int64_t M, int C, int64_t rpb,
-                    float* __restrict__ part) {
-  bn_stats_body<T, 16 / sizeof(T)>(y, M, C, rpb, part);
-}
+IFAST_VEC_ENTRY_POINTS(bn_stats, kThreads,
+    (const T* __restrict__ y, int64_t M, int C, int64_t rpb, float* __restrict__ part),
+    (y, M, C, rpb, part))
 
 /// Backward reductions of ReLU(BN(y)) into per-block partials: sum of the masked gradient and
 /// of gradient * xhat. Per element: y and g read once (2 x 2 bytes for 16-bit types), ~6 FLOP;
@@ -76,21 +68,11 @@ __device__ __forceinline__ void bn_relu_bwd_reduce_body(const T* __restrict__ g,
   block_partials<VW>(s, sx, c, C, part);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_relu_bwd_reduce_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
-                          int64_t M, int C, int64_t rpb, const float* scale, const float* shift,
-                          const float* mean, const float* invstd, float* __restrict__ part) {
-  bn_relu_bwd_reduce_body<T, 1>(g, g_c, g_off, y, M, C, rpb, scale, shift, mean, invstd, part);
-}
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-bn_relu_bwd_reduce_v16_kernel(const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y,
-                              int64_t M, int C, int64_t rpb, const float* scale, const float* shift,
-                              const float* mean, const float* invstd, float* __restrict__ part) {
-  bn_relu_bwd_reduce_body<T, 16 / sizeof(T)>(g, g_c, g_off, y, M, C, rpb, scale, shift, mean,
-                                             invstd, part);
-}
+IFAST_VEC_ENTRY_POINTS(bn_relu_bwd_reduce, kThreads,
+    (const T* __restrict__ g, int g_c, int g_off, const T* __restrict__ y, int64_t M, int C,
+     int64_t rpb, const float* scale, const float* shift, const float* mean, const float* invstd,
+     float* __restrict__ part),
+    (g, g_c, g_off, y, M, C, rpb, scale, shift, mean, invstd, part))
 
 /// sum[c] += fixed-order sum over the row blocks of part[0][.][c] (sumsq likewise from part[1]):
 /// lane l sums rows l, l + kPartLanes, ... in fp64, then lane 0 adds the lanes in order.

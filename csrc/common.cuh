@@ -106,6 +106,21 @@ inline bool aligned_to(const void* p, int bytes) {
 
 inline cudaError_t launch_status() { return cudaGetLastError(); }
 
+// The two entry points of a bandwidth-bound body `name##_body<T, VW>`: `name##_kernel` (one
+// channel per thread) and `name##_v16_kernel` (16-byte vectors of 16 / sizeof(T) channels).
+// PARAMS / ARGS: the parenthesized parameter and argument lists. Named apart rather than by a
+// width template argument because the static report's known-failures list is
+// whitespace-separated and a demangled "k<T, 8>" has a space.
+#define IFAST_VEC_ENTRY_POINTS(name, threads, PARAMS, ARGS)             \
+  template <typename T>                                                 \
+  __global__ void __launch_bounds__(threads) name##_kernel PARAMS {     \
+    name##_body<T, 1> ARGS;                                             \
+  }                                                                     \
+  template <typename T>                                                 \
+  __global__ void __launch_bounds__(threads) name##_v16_kernel PARAMS { \
+    name##_body<T, 16 / sizeof(T)> ARGS;                                \
+  }
+
 // Grid and block of a launch.
 struct LaunchShape {
   dim3 grid, block;

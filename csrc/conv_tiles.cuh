@@ -257,6 +257,44 @@ __device__ __forceinline__ void stats_partials(const Epilogue& ep, float (&s)[NI
   }
 }
 
+// Shared memory of the two tensor-core conv kernels: A_STAGES activation tiles of A_ROWS rows
+// (80-byte rows: ldmatrix rows 16-byte aligned, 8 consecutive rows in distinct banks),
+// B_STAGES weight tiles (144-byte rows), the statistics exchange; the epilogue's C tile
+// (MT x NT, 144-byte rows) reuses the A tiles once the main loop is done.
+template <typename T, int A_STAGES, int A_ROWS, int B_STAGES, int MT_, int NT_, int BK_>
+struct MmaSmem {
+  static constexpr int MT = MT_, NT = NT_, BK = BK_;
+  static constexpr int LDA = BK + 8, LDB = NT + 8, LDC = NT + 8;
+  static constexpr uint32_t kAStageBytes = A_ROWS * LDA * sizeof(T);
+  static_assert(MT * LDC * sizeof(T) <= A_STAGES * kAStageBytes, "C tile reuses the A tiles");
+  T As[A_STAGES][A_ROWS][LDA];
+  T Bs[B_STAGES][BK][LDB];
+  float red[2][2][NT];
+  __device__ __forceinline__ T (*c_tile())[LDC] {
+    return reinterpret_cast<T (*)[LDC]>(&As[0][0][0]);
+  }
+};
+
+// The epilogue of the tensor-core kernels (4 warps as 2 x 2, warp tiles of 4 x 4 m16n8
+// fragments = 64 x 32): once every copy has landed and every warp is done with the A tiles,
+// fragments -> C tile (BN + ReLU or raw; statistics of the valid rows), 16-byte stores of rows
+// [0, valid_rows) to pixel_of(row), then the block's statistics partials.
+template <typename T, int THREADS, typename Smem, typename PixelOf>
+__device__ __forceinline__ void mma_epilogue(Smem& sm, const Epilogue& ep,
+                                             const float (&acc)[4][4][4], int lane, int wm, int wn,
+                                             int co0, int Co, int valid_rows, bool vec_out,
+                                             PixelOf pixel_of) {
+  cp_async_wait<0>();
+  __syncthreads();
+  auto Cs = sm.c_tile();
+  float s[4][2] = {}, ss[4][2] = {};
+  fragments_to_smem<T, 4, 4, Smem::LDC>(ep, acc, Cs, 64 * wm, 32 * wn, co0 + 32 * wn, Co,
+                                        valid_rows, lane, s, ss);
+  __syncthreads();
+  smem_to_out<T, Smem::NT, Smem::LDC, THREADS>(ep, Cs, valid_rows, co0, Co, vec_out, pixel_of);
+  if (ep.part) stats_partials<4, 2, Smem::NT>(ep, s, ss, lane, wm, 32 * wn, co0, Co, sm.red);
+}
+
 // Whether an epilogue's output slice takes 16-byte stores of T.
 template <typename T>
 inline bool out_vec_ok(const Epilogue& ep) {

@@ -115,18 +115,15 @@ __global__ void __launch_bounds__(kThreads, 4)  // <= 128 registers: 4 blocks (1
 grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeom g, Epilogue ep,
                        T* __restrict__ pool, int pool_c, int pool_off,
                        uint8_t* __restrict__ argmax) {
-  constexpr int LDA = kBK + 8;  // 80-byte rows: ldmatrix rows 16-byte aligned, banks distinct
-  constexpr int LDB = kNT + 8;  // 144-byte rows
-  constexpr int LDC = kNT + 8;
+  using Smem = MmaSmem<T, kStages, kMT, kStages, kMT, kNT, kBK>;
+  constexpr int LDA = Smem::LDA, LDB = Smem::LDB;
   constexpr int MI = 4, NI = 4;
   constexpr int V = 16 / sizeof(T);
   constexpr int VPR = kBK / V;               // 16-byte vectors per A row
   constexpr int PER = kMT * VPR / kThreads;  // A vectors per thread
-  constexpr uint32_t kAStageBytes = kMT * LDA * sizeof(T);
-  static_assert(kMT * LDC * sizeof(T) <= kStages * kAStageBytes, "C tile reuses the A tiles");
-  __shared__ __align__(16) T As[kStages][kMT][LDA];
-  __shared__ __align__(16) T Bs[kStages][kBK][LDB];
-  __shared__ float red[2][2][kNT];
+  __shared__ __align__(16) Smem sm;
+  auto& As = sm.As;
+  auto& Bs = sm.Bs;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp / 2, wn = warp % 2;
@@ -192,8 +189,8 @@ grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeo
     cp_async_commit();
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16)
-      warp_mma_k16<T, MI, NI, LDB>(acc, a_addr, (s % kStages) * kAStageBytes, Bs[s % kStages],
-                                   32 * wn, kk, lane);
+      warp_mma_k16<T, MI, NI, LDB>(acc, a_addr, (s % kStages) * Smem::kAStageBytes,
+                                   Bs[s % kStages], 32 * wn, kk, lane);
     if (t == 8) {  // every tap of `chunk` is folded: its pool is complete
       if (pool_here)
         store_pool<T, PER>(best, arg, pool, pool_c, pool_off, argmax, g, m0, win, cv,
@@ -202,17 +199,9 @@ grid_reduce_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, GridGeo
     }
   }
 
-  cp_async_wait<0>();
-  __syncthreads();  // every warp is done with the A tiles: the C tile reuses them
-  T (*Cs)[LDC] = reinterpret_cast<T (*)[LDC]>(&As[0][0][0]);
-  const int valid_rows = (int)min((int64_t)kMT, g.M - m0);
-  float s[NI][2] = {}, ss[NI][2] = {};
-  fragments_to_smem<T, MI, NI, LDC>(ep, acc, Cs, 64 * wm, 32 * wn, co0 + 32 * wn, g.Co,
-                                    valid_rows, lane, s, ss);
-  __syncthreads();
-  smem_to_out<T, kNT, LDC, kThreads>(ep, Cs, valid_rows, co0, g.Co, g.vec_out,
-                                     [&](int row) { return m0 + row; });
-  if (ep.part) stats_partials<NI, 2, kNT>(ep, s, ss, lane, wm, 32 * wn, co0, g.Co, red);
+  mma_epilogue<T, kThreads>(sm, ep, acc, lane, wm, wn, co0, g.Co,
+                            (int)min((int64_t)kMT, g.M - m0), g.vec_out,
+                            [&](int row) { return m0 + row; });
 }
 
 }  // namespace

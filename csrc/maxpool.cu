@@ -17,8 +17,9 @@ namespace {
 /// Max-pool 3x3 / stride 2 alone (Mixed_7a's pool branch), any dtype, into a channel slice,
 /// with the winning tap. Block row = one output row (n, oh); threads: x = channel vectors of
 /// VW channels, y = output columns. Per output vector: 9 vector loads, 1 vector store and VW
-/// argmax bytes: ~2.6 B read per B written, bandwidth-bound (ceiling: HBM, reads mostly L2 hits
-/// as neighbouring windows share a row and a column).
+/// argmax bytes, 9 compares per element (no FLOP to speak of): ~2.6 B read per B written from
+/// HBM (neighbouring windows share a row and a column: the other reads hit L2), so the ceiling
+/// aimed at is HBM bandwidth.
 template <typename T, int VW>
 __device__ __forceinline__ void maxpool3s2_body(const T* __restrict__ x, int H, int W, int C,
                                                 int OH, int OW, int rows, T* __restrict__ pool,
@@ -50,25 +51,17 @@ __device__ __forceinline__ void maxpool3s2_body(const T* __restrict__ x, int H, 
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(256)
-maxpool3s2_kernel(const T* __restrict__ x, int H, int W, int C, int OH, int OW, int rows,
-                  T* __restrict__ pool, int pool_c, int pool_off, uint8_t* __restrict__ argmax) {
-  maxpool3s2_body<T, 1>(x, H, W, C, OH, OW, rows, pool, pool_c, pool_off, argmax);
-}
-template <typename T>
-__global__ void __launch_bounds__(256)
-maxpool3s2_v16_kernel(const T* __restrict__ x, int H, int W, int C, int OH, int OW, int rows,
-                      T* __restrict__ pool, int pool_c, int pool_off,
-                      uint8_t* __restrict__ argmax) {
-  maxpool3s2_body<T, 16 / sizeof(T)>(x, H, W, C, OH, OW, rows, pool, pool_c, pool_off, argmax);
-}
+IFAST_VEC_ENTRY_POINTS(maxpool3s2, 256,
+    (const T* __restrict__ x, int H, int W, int C, int OH, int OW, int rows, T* __restrict__ pool,
+     int pool_c, int pool_off, uint8_t* __restrict__ argmax),
+    (x, H, W, C, OH, OW, rows, pool, pool_c, pool_off, argmax))
 
 /// Max-pool 3x3/2 backward as a gather: input (h, w) lies in windows oh in
 /// [ceil((h - 2) / 2), floor(h / 2)] (same for w); it receives g of those whose argmax it is.
 /// Block row = one input row (n, h); threads: x = channel vectors, y = input columns. Per input
-/// vector: <= 4 (argmax vector, gradient vector) pairs read, one vector written (read too when
-/// accumulating): bandwidth-bound, no atomics, no 64-bit division.
+/// vector: <= 4 (argmax vector, gradient vector) pairs read (mostly L2 hits), one vector
+/// written (read too when accumulating), <= 4 adds per element: the ceiling aimed at is HBM
+/// bandwidth; no atomics, no 64-bit division.
 template <typename T, int VW>
 __device__ __forceinline__ void maxpool3s2_bwd_body(const T* __restrict__ g, int g_c, int g_off,
                                                     const uint8_t* __restrict__ argmax,
@@ -109,21 +102,10 @@ __device__ __forceinline__ void maxpool3s2_bwd_body(const T* __restrict__ g, int
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(256)
-maxpool3s2_bwd_kernel(const T* __restrict__ g, int g_c, int g_off,
-                      const uint8_t* __restrict__ argmax, T* __restrict__ dx, int H, int W, int C,
-                      int OH, int OW, int rows, bool accumulate) {
-  maxpool3s2_bwd_body<T, 1>(g, g_c, g_off, argmax, dx, H, W, C, OH, OW, rows, accumulate);
-}
-template <typename T>
-__global__ void __launch_bounds__(256)
-maxpool3s2_bwd_v16_kernel(const T* __restrict__ g, int g_c, int g_off,
-                          const uint8_t* __restrict__ argmax, T* __restrict__ dx, int H, int W,
-                          int C, int OH, int OW, int rows, bool accumulate) {
-  maxpool3s2_bwd_body<T, 16 / sizeof(T)>(g, g_c, g_off, argmax, dx, H, W, C, OH, OW, rows,
-                                         accumulate);
-}
+IFAST_VEC_ENTRY_POINTS(maxpool3s2_bwd, 256,
+    (const T* __restrict__ g, int g_c, int g_off, const uint8_t* __restrict__ argmax,
+     T* __restrict__ dx, int H, int W, int C, int OH, int OW, int rows, bool accumulate),
+    (g, g_c, g_off, argmax, dx, H, W, C, OH, OW, rows, accumulate))
 
 // 2-D grid of the pool kernels: x = channel vectors (up to 32 threads), y = rows.
 LaunchShape pool_shape(int nvec, int rows) {
@@ -135,6 +117,16 @@ LaunchShape pool_shape(int nvec, int rows) {
   return p;
 }
 
+// 16-byte vectors of T (and V-byte argmax vectors) when the channel count, the slice of the
+// wider tensor and the pointers allow them.
+template <typename T>
+bool pool_vec_ok(int C, int slice_c, int slice_off, const void* a, const void* b,
+                 const void* argmax) {
+  constexpr int V = 16 / sizeof(T);
+  return C % V == 0 && slice_c % V == 0 && slice_off % V == 0 && aligned_to(a, 16) &&
+         aligned_to(b, 16) && aligned_to(argmax, V);
+}
+
 }  // namespace
 
 cudaError_t launch_maxpool3s2(DType dt, const void* x, int N, int H, int W, int C, void* pool,
@@ -142,15 +134,11 @@ cudaError_t launch_maxpool3s2(DType dt, const void* x, int N, int H, int W, int 
   if (pool == nullptr || H < 3 || W < 3) return cudaErrorInvalidValue;
   const int OH = (H - 3) / 2 + 1, OW = (W - 3) / 2 + 1, rows = N * OH;
   if ((int64_t)rows * OW * C == 0) return cudaSuccess;
-  IFAST_DISPATCH_ALL(dt, {
-    constexpr int V = 16 / sizeof(T);
-    const bool vec = C % V == 0 && pool_c % V == 0 && pool_off % V == 0 && aligned_to(x, 16) &&
-                     aligned_to(pool, 16) && aligned_to(argmax, V);
-    launch_vec_or_one<V>(vec, C, [&](int nvec) { return pool_shape(nvec, rows); },
-                         maxpool3s2_v16_kernel<T>, maxpool3s2_kernel<T>, stream,
-                         static_cast<const T*>(x), H, W, C, OH, OW, rows, static_cast<T*>(pool),
-                         pool_c, pool_off, argmax);
-  });
+  const auto shape = [rows](int nvec) { return pool_shape(nvec, rows); };
+  IFAST_DISPATCH_ALL(dt, launch_vec_or_one<16 / sizeof(T)>(
+      pool_vec_ok<T>(C, pool_c, pool_off, x, pool, argmax), C, shape, maxpool3s2_v16_kernel<T>,
+      maxpool3s2_kernel<T>, stream, static_cast<const T*>(x), H, W, C, OH, OW, rows,
+      static_cast<T*>(pool), pool_c, pool_off, argmax));
   return launch_status();
 }
 
@@ -161,15 +149,11 @@ cudaError_t launch_maxpool_bwd(DType dt, const void* g, int g_c, int g_off, cons
   const int OH = (H - 3) / 2 + 1, OW = (W - 3) / 2 + 1;
   if ((int64_t)N * H * W * C == 0) return cudaSuccess;
   const int rows = N * H;
-  IFAST_DISPATCH_ALL(dt, {
-    constexpr int V = 16 / sizeof(T);
-    const bool vec = C % V == 0 && g_c % V == 0 && g_off % V == 0 && aligned_to(g, 16) &&
-                     aligned_to(dx, 16) && aligned_to(argmax, V);
-    launch_vec_or_one<V>(vec, C, [&](int nvec) { return pool_shape(nvec, rows); },
-                         maxpool3s2_bwd_v16_kernel<T>, maxpool3s2_bwd_kernel<T>, stream,
-                         static_cast<const T*>(g), g_c, g_off, argmax, static_cast<T*>(dx), H, W,
-                         C, OH, OW, rows, accumulate);
-  });
+  const auto shape = [rows](int nvec) { return pool_shape(nvec, rows); };
+  IFAST_DISPATCH_ALL(dt, launch_vec_or_one<16 / sizeof(T)>(
+      pool_vec_ok<T>(C, g_c, g_off, g, dx, argmax), C, shape, maxpool3s2_bwd_v16_kernel<T>,
+      maxpool3s2_bwd_kernel<T>, stream, static_cast<const T*>(g), g_c, g_off, argmax,
+      static_cast<T*>(dx), H, W, C, OH, OW, rows, accumulate));
   return launch_status();
 }
 

@@ -1,10 +1,12 @@
 """Pure-torch reference of every kernel in inception_fast._C (csrc/), with the same names,
 arguments and in-place effects, on any device.
 
-Two uses: it states each CUDA kernel's maths in a few lines of torch (the oracle of the `gpu`
-tests in tests/test_cuda_ext.py), and it is a drop-in kernel set that lets the autograd
-Functions of conv_bn_relu_cuda.py / grid_reduction.py run on CPU tensors, so their plumbing
-(slices, running statistics, gradient routing) is tested without a GPU.
+Three uses: it states each CUDA kernel's maths in a few lines of torch (the oracle of the `gpu`
+tests in tests/test_cuda_asym.py, test_cuda_grid.py, test_cuda_bn.py); it is a drop-in kernel
+set that lets the autograd Functions of conv_bn_relu_cuda.py / grid_reduction.py run on CPU
+tensors, so their plumbing (slices, running statistics, gradient routing) is tested without a
+GPU; and its last section mirrors the tensor-core kernels' tile and pipeline maths, emulated
+on CPU by tests/test_cuda_tiles.py.
 
 Conventions as in csrc/launchers.h: activations are (N, C, H, W) tensors (the CUDA kernels need
 them channels_last); `out`/`grad` arguments with an offset are channel slices of wider tensors;
