@@ -165,7 +165,13 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_pt
         ain = tl.load(ain_ptr + offs_n, mask=n_ok, other=0.0)
         cin = tl.load(cin_ptr + offs_n, mask=n_ok, other=0.0)
 
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    # IN_BN with a C_in tile of >= 64 (wgmma's M): the transformed x tile is the dot's A
+    # operand (registers), see below.
+    X_IS_A: tl.constexpr = IN_BN and BLOCK_N >= 64
+    if X_IS_A:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(k_lo, k_hi, BLOCK_K):
         p = k0 + tl.arange(0, BLOCK_K)
         p_ok = p < k_hi
@@ -183,7 +189,15 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_pt
                     mask=b_ok, other=0.0)
         if IN_BN:
             b = bn_relu_operand(b, b_ok, ain, cin)
-        acc = tl.dot(a, b, acc, input_precision=PREC)
+        if X_IS_A:
+            # grad_w^T = x'^T @ grad_y^T: wgmma takes A from registers and stays asynchronous;
+            # a computed B operand is stored to shared memory, and each store waits for the
+            # previous wgmma to finish (the report's waits=0 in the loop).
+            acc = tl.dot(tl.trans(b), tl.trans(a), acc, input_precision=PREC)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PREC)
+    if X_IS_A:
+        acc = tl.trans(acc)
 
     out = (part_ptr + pid_k.to(tl.int64) * s_pk + r * s_pr + s * s_ps
            + offs_m[:, None].to(tl.int64) * s_po + offs_n[None, :] * s_pi)

@@ -26,8 +26,9 @@ CL = torch.channels_last
 CHAINS = {
     # Conv2d_1a (stride 2) -> 2a -> 2b -> maxpool1 at 299, shrunk to 31x31 and 8/8/16 channels
     "stem-1a-2a-2b-pool": ((2, 3, 31, 31), [(8, 3, 2, 0), (8, 3, 1, 0), (16, 3, 1, 1)], True),
-    # Conv2d_3b (1x1) -> 4a -> maxpool2
-    "stem-3b-4a-pool": ((2, 16, 13, 13), [(20, 1, 1, 0), (24, 3, 1, 0)], True),
+    # Conv2d_3b (1x1) -> 4a -> maxpool2 with the model's channels (4a's wgrad reads its 80
+    # deferred channels as the dot's A operand: kernels/conv2d_bwd.py, X_IS_A)
+    "stem-3b-4a-pool": ((2, 64, 13, 13), [(80, 1, 1, 0), (192, 3, 1, 0)], True),
     # the paper model's 3b -> 4a -> 4b (no pool), channels not a multiple of 8, odd H / W
     "odd-3-units": ((3, 5, 11, 9), [(13, 3, 1, 0), (7, 1, 1, 0), (9, 3, 2, 1)], False),
     # batch 1, a 1xn unit and a padded nx1 unit after a deferred one

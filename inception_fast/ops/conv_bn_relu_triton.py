@@ -253,6 +253,7 @@ class _ConvBNReLUFn(torch.autograd.Function):
                       None if bn_bias is None else bn_bias.dtype)
         if defer:
             ctx.mark_non_differentiable(a, c)
+            ctx.set_materialize_grads(False)  # no zero-filled gradients for a and c
             return y, a, c
         if out is None:
             return res
