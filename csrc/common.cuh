@@ -73,31 +73,46 @@ __device__ __forceinline__ void store_vals(T* p, const float (&v)[VW]) {
   *reinterpret_cast<V*>(p) = raw;
 }
 
+// VW argmax bytes as one access of VW bytes, packed / unpacked with shifts (byte punning through
+// a vector put the vector on the stack on sm_80).
 template <int VW>
 __device__ __forceinline__ void load_bytes(const uint8_t* p, uint8_t (&a)[VW]) {
+  static_assert(VW == 1 || VW == 2 || VW == 4 || VW == 8 || VW == 16, "byte vector width");
+  uint32_t w[(VW + 3) / 4];
   if constexpr (VW == 1) {
-    a[0] = *p;
-    return;
+    w[0] = *p;
+  } else if constexpr (VW == 2) {
+    w[0] = *reinterpret_cast<const uint16_t*>(p);
+  } else if constexpr (VW == 4) {
+    w[0] = *reinterpret_cast<const uint32_t*>(p);
+  } else if constexpr (VW == 8) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    w[0] = v.x, w[1] = v.y;
+  } else {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
   }
-  using V = typename VecOf<VW>::type;
-  const V raw = *reinterpret_cast<const V*>(p);
-  const uint8_t* e = reinterpret_cast<const uint8_t*>(&raw);
 #pragma unroll
-  for (int i = 0; i < VW; ++i) a[i] = e[i];
+  for (int e = 0; e < VW; ++e) a[e] = (uint8_t)(w[e / 4] >> (8 * (e % 4)));
 }
 
 template <int VW>
 __device__ __forceinline__ void store_bytes(uint8_t* p, const uint8_t (&a)[VW]) {
-  if constexpr (VW == 1) {
-    *p = a[0];
-    return;
-  }
-  using V = typename VecOf<VW>::type;
-  V raw;
-  uint8_t* e = reinterpret_cast<uint8_t*>(&raw);
+  static_assert(VW == 1 || VW == 2 || VW == 4 || VW == 8 || VW == 16, "byte vector width");
+  uint32_t w[(VW + 3) / 4] = {};
 #pragma unroll
-  for (int i = 0; i < VW; ++i) e[i] = a[i];
-  *reinterpret_cast<V*>(p) = raw;
+  for (int e = 0; e < VW; ++e) w[e / 4] |= (uint32_t)a[e] << (8 * (e % 4));
+  if constexpr (VW == 1) {
+    *p = (uint8_t)w[0];
+  } else if constexpr (VW == 2) {
+    *reinterpret_cast<uint16_t*>(p) = (uint16_t)w[0];
+  } else if constexpr (VW == 4) {
+    *reinterpret_cast<uint32_t*>(p) = w[0];
+  } else if constexpr (VW == 8) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  } else {
+    *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
 }
 
 inline bool aligned_to(const void* p, int bytes) {

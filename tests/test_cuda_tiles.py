@@ -143,3 +143,16 @@ def test_compiled_tensor_core_kernels_static_properties(extension):
             assert r["fits"] and r["shared"] <= 48 * 1024, r
             assert r["cp_async_in_flight"] == 1, r  # 3 stages: step s + 1 stays in flight
     assert recs["grid_reduce_mma_kernel<__nv_bfloat16>"]["regs"] <= 128  # 4 blocks per SM
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_compiled_kernels_pass_the_cuda_gate(extension, arch):
+    """Every CUDA kernel of the build, for both SASS archs: no spill or stack use, shared
+    memory that fits, no generic bf16 loads, no flush-to-zero compares (the static report's
+    gate; sm_80 had 8 / 16 spilled bytes in two pool kernels' byte punning)."""
+    from inception_fast import ext
+    from inception_fast.kernel_report import cuda_kernels, gate
+
+    recs = cuda_kernels.report(ext.build_dir(), arch)
+    assert len(recs) >= 40
+    assert {r["kernel"]: gate.cuda_failures(r) for r in recs if gate.cuda_failures(r)} == {}
