@@ -126,14 +126,17 @@ class InceptionA(InceptionBlock):
     """35x35 block (Mixed_5b-d): 1x1 | 1x1->5x5 | 1x1->3x3->3x3 | avgpool->1x1."""
 
     _FIRST = "branch1x1"
-    _MID = ("branch5x5_1", "branch5x5_2")  # the two-unit branch (the paper's Figure 5: 3x3)
+    # The two-unit branch: its units' names and the second one's kernel (the paper's Figure 5
+    # has a 3x3 there: paper_blocks.InceptionFig5).
+    _MID, _MID_KERNEL = ("branch5x5_1", "branch5x5_2"), 5
 
     def __init__(self, in_channels: int, pool_features: int, backend: str = "auto"):
         super().__init__()
         conv = partial(ConvBNReLU, backend=backend)
+        k = self._MID_KERNEL
         self.branch1x1 = conv(in_channels, 64, kernel_size=1)
-        self.branch5x5_1 = conv(in_channels, 48, kernel_size=1)
-        self.branch5x5_2 = conv(48, 64, kernel_size=5, padding=2)
+        setattr(self, self._MID[0], conv(in_channels, 48, kernel_size=1))
+        setattr(self, self._MID[1], conv(48, 64, kernel_size=k, padding=k // 2))
         self.branch3x3dbl_1 = conv(in_channels, 64, kernel_size=1)
         self.branch3x3dbl_2 = conv(64, 96, kernel_size=3, padding=1)
         self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, padding=1)
@@ -160,10 +163,27 @@ class InceptionA(InceptionBlock):
         return torch.cat([b1, b5, b3, bp], 1)
 
 
-class InceptionB(InceptionBlock):
+class _GridReductionBlock(InceptionBlock):
+    """Base of the grid reductions B and D: two conv towers, each ending in a 3x3/2 unit, next
+    to a 3x3/2 max-pool of the block input: [tower 1 | tower 2 | pool] channels. A subclass
+    names the towers' last units (_LAST) and gives their reference outputs (_towers)."""
+
+    _LAST = ()
+
+    def _output(self, x) -> _Output:
+        c_in, h, w = x.shape[1:]
+        widths = [_width(getattr(self, n)) for n in self._LAST] + [c_in]
+        return _Output(x, widths, conv_out_size(h, 3, 2, 0), conv_out_size(w, 3, 2, 0))
+
+    def _forward_reference(self, x):
+        return torch.cat([*self._towers(x), F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionB(_GridReductionBlock):
     """Grid reduction 35->17 (Mixed_6a): 3x3/2 | 1x1->3x3->3x3/2 | maxpool 3x3/2."""
 
     _FIRST = "branch3x3"
+    _LAST = ("branch3x3", "branch3x3dbl_3")
 
     def __init__(self, in_channels: int, backend: str = "auto"):
         super().__init__()
@@ -174,9 +194,7 @@ class InceptionB(InceptionBlock):
         self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, stride=2)
 
     def _forward_fused(self, x, b):
-        c_in, h, w = x.shape[1:]
-        out = _Output(x, [_width(self.branch3x3), _width(self.branch3x3dbl_3), c_in],
-                      conv_out_size(h, 3, 2, 0), conv_out_size(w, 3, 2, 0))
+        out = self._output(x)
         o = out.offsets
         if self.branch3x3.backend in ("auto", b):  # one kernel reads each 3x3/2 window once
             _grid_reduction(self.branch3x3, x, out.alias(), o[0], o[2], b)  # for conv and pool
@@ -187,11 +205,9 @@ class InceptionB(InceptionBlock):
         _run(self.branch3x3dbl_3, t, b, out.alias(), o[1])
         return out.result()
 
-    def _forward_reference(self, x):
-        b3 = self.branch3x3(x)
-        bd = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, bd, bp], 1)
+    def _towers(self, x):
+        return (self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))))
 
 
 class InceptionC(InceptionBlock):
@@ -237,10 +253,11 @@ class InceptionC(InceptionBlock):
         return torch.cat([b1, b7, bd, bp], 1)
 
 
-class InceptionD(InceptionBlock):
+class InceptionD(_GridReductionBlock):
     """Grid reduction 17->8 (Mixed_7a): 1x1->3x3/2 | 1x1->1x7->7x1->3x3/2 | maxpool 3x3/2."""
 
     _FIRST = "branch3x3_1"
+    _LAST = ("branch3x3_2", "branch7x7x3_4")
 
     def __init__(self, in_channels: int, backend: str = "auto"):
         super().__init__()
@@ -253,9 +270,7 @@ class InceptionD(InceptionBlock):
         self.branch7x7x3_4 = conv(192, 192, kernel_size=3, stride=2)
 
     def _forward_fused(self, x, b):
-        c_in, h, w = x.shape[1:]
-        out = _Output(x, [_width(self.branch3x3_2), _width(self.branch7x7x3_4), c_in],
-                      conv_out_size(h, 3, 2, 0), conv_out_size(w, 3, 2, 0))
+        out = self._output(x)
         o = out.offsets
         t3, t7 = _group([(self.branch3x3_1, None, False), (self.branch7x7x3_1, None, False)],
                         x, b, None)
@@ -265,12 +280,10 @@ class InceptionD(InceptionBlock):
         _grid_reduction(None, x, out.alias(), 0, o[2], b)  # the pool slice
         return out.result()
 
-    def _forward_reference(self, x):
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
+    def _towers(self, x):
         b7 = self.branch7x7x3_2(self.branch7x7x3_1(x))
-        b7 = self.branch7x7x3_4(self.branch7x7x3_3(b7))
-        bp = F.max_pool2d(x, kernel_size=3, stride=2)
-        return torch.cat([b3, b7, bp], 1)
+        return (self.branch3x3_2(self.branch3x3_1(x)),
+                self.branch7x7x3_4(self.branch7x7x3_3(b7)))
 
 
 class InceptionE(InceptionBlock):

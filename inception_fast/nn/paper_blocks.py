@@ -32,7 +32,7 @@ from torch import nn
 from ..ops.amp import autocast_dtype, autocast_input
 from ..ops.checks import conv_out_size
 from ..ops.grid_reduction import grid_reduction
-from .blocks import InceptionA, InceptionC, InceptionBlock
+from .blocks import InceptionA, InceptionC
 from .conv_bn_relu import ConvBNReLU
 
 
@@ -51,18 +51,10 @@ class InceptionFig5(InceptionA):
     middle branch a 3x3 (branch3x3_1/2) instead of torchvision's 5x5."""
 
     out_channels = 64 + 64 + 96 + 64
-    _MID = ("branch3x3_1", "branch3x3_2")
+    _MID, _MID_KERNEL = ("branch3x3_1", "branch3x3_2"), 3
 
     def __init__(self, in_channels: int, backend: str = "auto"):
-        InceptionBlock.__init__(self)  # its own units, not InceptionA's
-        conv = partial(ConvBNReLU, backend=backend)
-        self.branch1x1 = conv(in_channels, 64, kernel_size=1)
-        self.branch3x3_1 = conv(in_channels, 48, kernel_size=1)
-        self.branch3x3_2 = conv(48, 64, kernel_size=3, padding=1)
-        self.branch3x3dbl_1 = conv(in_channels, 64, kernel_size=1)
-        self.branch3x3dbl_2 = conv(64, 96, kernel_size=3, padding=1)
-        self.branch3x3dbl_3 = conv(96, 96, kernel_size=3, padding=1)
-        self.branch_pool = conv(in_channels, 64, kernel_size=1)
+        super().__init__(in_channels, pool_features=64, backend=backend)
 
 
 class InceptionFig6(InceptionC):
