@@ -157,20 +157,13 @@ def _step_fn(model, x, target, mode: str, amp_dtype, device):
     return step
 
 
-def _self_time(evt, device: bool) -> float:
-    """Self time in us of a key_averages() entry (attribute names moved across torch versions)."""
-    names = ("self_device_time_total", "self_cuda_time_total") if device else ("self_cpu_time_total",)
-    for n in names:
-        v = getattr(evt, n, None)
-        if v is not None:
-            return float(v)
-    return 0.0
-
-
-def _total_time(evt, device: bool) -> float:
-    names = ("device_time_total", "cuda_time_total") if device else ("cpu_time_total",)
-    for n in names:
-        v = getattr(evt, n, None)
+def _time(evt, device: bool, self_only: bool = False) -> float:
+    """Total (or self) time in us of a key_averages() entry on the device or the CPU (the
+    attribute names moved across torch versions: device_* first, then cuda_*)."""
+    prefix = "self_" if self_only else ""
+    kinds = ("device", "cuda") if device else ("cpu",)
+    for kind in kinds:
+        v = getattr(evt, f"{prefix}{kind}_time_total", None)
         if v is not None:
             return float(v)
     return 0.0
@@ -182,12 +175,9 @@ def top_kernels(prof, on_gpu: bool, n: int) -> list[tuple[str, int, float]]:
     for evt in prof.key_averages():
         if evt.key.startswith(OUR_RANGES):
             continue  # our own ranges (also mirrored on the GPU timeline): shown per block below
-        if on_gpu:
-            if getattr(evt, "device_type", None) != torch.autograd.DeviceType.CUDA:
-                continue
-            t = _self_time(evt, True)
-        else:
-            t = _self_time(evt, False)
+        if on_gpu and getattr(evt, "device_type", None) != torch.autograd.DeviceType.CUDA:
+            continue
+        t = _time(evt, on_gpu, self_only=True)
         if t > 0:
             rows.append((evt.key, evt.count, t))
     rows.sort(key=lambda r: -r[2])
@@ -199,7 +189,7 @@ def block_times(prof, on_gpu: bool) -> list[tuple[str, int, float]]:
     rows: dict[str, tuple[str, int, float]] = {}
     for evt in prof.key_averages():
         if evt.key.startswith("block:"):
-            t = _total_time(evt, on_gpu) or _total_time(evt, False)
+            t = _time(evt, on_gpu) or _time(evt, False)
             if evt.key not in rows or t > rows[evt.key][2]:  # a range may also appear GPU-side
                 rows[evt.key] = (evt.key, evt.count, t)
     return list(rows.values())

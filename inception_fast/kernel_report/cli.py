@@ -120,10 +120,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    import argparse
-    p = argparse.ArgumentParser(prog="inception-fast kernels", description=__doc__)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    from .warmup import command_main
+    return command_main(sys.modules[__name__], "inception-fast kernels", argv)
 
 
 if __name__ == "__main__":

@@ -251,12 +251,18 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def command_main(module, prog: str, argv=None) -> int:
+    """Run a command module of this package (add_arguments / run, as `inception-fast` calls
+    them) as a program of its own: `python -m inception_fast.kernel_report[.warmup]`."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="inception-fast warmup", description=__doc__)
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    p = argparse.ArgumentParser(prog=prog, description=module.__doc__)
+    module.add_arguments(p)
+    return module.run(p.parse_args(argv))
+
+
+def main(argv=None) -> int:
+    return command_main(sys.modules[__name__], "inception-fast warmup", argv)
 
 
 if __name__ == "__main__":
