@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 
 from . import dtypes
-from .conv_common import bn_relu_operand, pack_weight, use_ieee
+from .conv_common import (bn_relu_operand, channel_mask, pack_weight, use_ieee, vec_of, vec_scale,
+                          vec_strides)
 from .sizes import conv_out_size
 from .configs import autotuned, size_pruner, sm_count
 from .last_program import arrival_counters, arrive_last
@@ -124,7 +125,7 @@ def _dgrad_kernel(gy_ptr, w_ptr, gx_ptr,
 
 
 @autotuned(key=["N", "H", "W", "C_in", "C_out", "KH", "KW", "SH", "SW", "PH", "PW", "K_PER_SPLIT",
-                "IN_BN"], by_size=_WGRAD_GEMM)
+                "IN_BN", "VEC"], by_size=_WGRAD_GEMM)
 @triton.jit
 def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_ptr,
                   N, H, W, C_in, C_out, OH, OW, K_TOTAL, K_PER_SPLIT,
@@ -134,7 +135,7 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_pt
                   s_oo, s_oi, s_or, s_os,
                   KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
                   PH: tl.constexpr, PW: tl.constexpr, PREC: tl.constexpr,
-                  SPLIT_SUM: tl.constexpr, IN_BN: tl.constexpr,
+                  SPLIT_SUM: tl.constexpr, IN_BN: tl.constexpr, VEC: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """part[split, co, ci, r, s] = sum over output pixels p in this split's K range of
     grad_y[n, co, oh, ow] * x[n, ci, oh*SH - PH + r, ow*SW - PW + s] (0 where out of bounds).
@@ -146,10 +147,13 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_pt
     (kernels/last_program.py) adds the tile's partials in split order, in fp32, and rounds
     once into out (strides s_oo, s_oi, s_or, s_os: the weight's dtype and layout).
     IN_BN: x is the previous unit's pre-BN output y and the conv's input relu(ain*y + cin)
-    (conv_common.bn_relu_operand on each x tile; this program's channels are fixed)."""
+    (conv_common.bn_relu_operand on each x tile; this program's channels are fixed).
+    VEC: x's channels and pixel strides are multiples of VEC (conv_common.vec_of); s_xn, s_xh,
+    s_xw come divided by VEC (conv_common.vec_strides)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
+    s_xn, s_xh, s_xw = vec_scale(s_xn, s_xh, s_xw, VEC)
     ci_blocks = tl.cdiv(C_in, BLOCK_N)
     tap = pid_n // ci_blocks
     r = tap // KW
@@ -158,7 +162,7 @@ def _wgrad_kernel(x_ptr, gy_ptr, part_ptr, out_ptr, counter_ptr, ain_ptr, cin_pt
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m < C_out
     offs_n = (pid_n % ci_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < C_in
+    n_ok = channel_mask(offs_n, C_in, VEC)
     k_lo = pid_k * K_PER_SPLIT
     k_hi = tl.minimum(k_lo + K_PER_SPLIT, K_TOTAL)
     if IN_BN:
@@ -393,11 +397,12 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
         return (triton.cdiv(C_out, meta["BLOCK_M"]), KH * KW * ci_blocks, split_k)
 
     ain, cin = in_bn if in_bn is not None else (x, x)  # unused without IN_BN
+    vec = vec_of(x)
     _launch(_wgrad_kernel, grid,
             (x, grad_y, part, dest, counters, ain, cin, N, H, W, C_in, C_out, OH, OW, k_total, k_per_split,
-             *x.stride(), *grad_y.stride(), split_stride, *part.stride()[-4:], *dest.stride()),
+             *vec_strides(x, vec), *grad_y.stride(), split_stride, *part.stride()[-4:], *dest.stride()),
             dict(KH=KH, KW=KW, SH=sh, SW=sw, PH=ph, PW=pw, PREC=_prec(x.dtype),
-                 SPLIT_SUM=split_k > 1, IN_BN=in_bn is not None),
+                 SPLIT_SUM=split_k > 1, IN_BN=in_bn is not None, VEC=vec),
             {**_interp_tiles(C_out, C_in, k_per_split, 256, 256, 1024),
              "BLOCK_M": max(32, _interp_tiles(C_out, 1, 1, 256, 1, 1)["BLOCK_M"])})
     return dest

@@ -26,14 +26,15 @@ import triton.language as tl
 from .configs import autotuned
 from .conv3x3s2_pool import launch_conv3x3s2_pool
 from .conv_common import (STAT_ROWS, bn_relu_operand, conv_epilogue, gemm_tile, launch, mma,  # noqa: F401
-                          pack_weight, prune_configs, use_ieee, window_step)
+                          pack_weight, prune_configs, use_ieee, vec_of, vec_scale, vec_strides,
+                          window_step)
 from .dtypes import KERNEL_DTYPES, check_bn_vectors, check_kernel_dtype
 from .sizes import conv_out_size as out_size
 
 SUPPORTED_DTYPES = KERNEL_DTYPES
 
 @autotuned(key=["N", "H", "W", "C_in", "C_out", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW",
-                "FLAT_K", "HAS_BIAS", "RELU", "STATS", "IN_BN"], by_size=prune_configs)
+                "FLAT_K", "HAS_BIAS", "RELU", "STATS", "IN_BN", "VEC"], by_size=prune_configs)
 @triton.jit
 def _conv2d_fwd_kernel(
         x_ptr, w_ptr, y_ptr, bias_ptr, psum_ptr, pm2_ptr, ain_ptr, cin_ptr,
@@ -42,7 +43,7 @@ def _conv2d_fwd_kernel(
         KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
         PH: tl.constexpr, PW: tl.constexpr, FLAT_K: tl.constexpr,
         HAS_BIAS: tl.constexpr, RELU: tl.constexpr, STATS: tl.constexpr, IEEE: tl.constexpr,
-        STAT_R: tl.constexpr, IN_BN: tl.constexpr,
+        STAT_R: tl.constexpr, IN_BN: tl.constexpr, VEC: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Implicit-GEMM conv: any kh x kw, stride, padding. Weight packed as [kh, kw, C_in,
     C_out] (w[k, co], k = (r*KW + s)*C_in + c). 1-D grid over (M tiles x N tiles), N fastest so
@@ -50,8 +51,11 @@ def _conv2d_fwd_kernel(
     FLAT_K: reduce over the flattened (r, s, c) with per-element index math (for tiny C_in such
     as the RGB stem, where a per-tap channel block would be mostly padding).
     IN_BN: x is the previous unit's pre-BN output y; the conv's input is relu(ain*y + cin)
-    per channel, applied to the operand tiles as they are loaded (conv_common.bn_relu_operand)."""
+    per channel, applied to the operand tiles as they are loaded (conv_common.bn_relu_operand).
+    VEC: x's channels and pixel strides are multiples of VEC (conv_common.vec_of); sxn, sxh,
+    sxw come divided by VEC (conv_common.vec_strides)."""
     pid_m, offs_m, offs_n, offs_k, m_ok, n_ok = gemm_tile(M, C_out, BLOCK_M, BLOCK_N, BLOCK_K)
+    sxn, sxh, sxw = vec_scale(sxn, sxh, sxw, VEC)
     ohw = OH * OW
     n_idx = offs_m // ohw
     rem = offs_m % ohw
@@ -82,7 +86,7 @@ def _conv2d_fwd_kernel(
         for kk in range(0, KH * KW * tl.cdiv(C_in, BLOCK_K)):
             a, b, _, _ = window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok,
                                      H, W, C_in, C_out, sxc, sxh, sxw, ain_ptr, cin_ptr, KW,
-                                     KH * KW, BLOCK_K, IN_BN)
+                                     KH * KW, BLOCK_K, IN_BN, VEC)
             acc = mma(a, b, acc, IEEE)
     conv_epilogue(acc, offs_m, offs_n, pid_m, M, C_out, OH, OW, y_ptr, syn, syc, syh, syw,
                   bias_ptr, psum_ptr, pm2_ptr, HAS_BIAS, RELU, STATS, STAT_R, BLOCK_M, BLOCK_N)
@@ -187,18 +191,19 @@ def conv2d_fwd(x: torch.Tensor, weight: torch.Tensor, *, stride=(1, 1), padding=
         return results if len(results) > 1 else out
     names = ("x_ptr", "w_ptr", "y_ptr", "bias_ptr", "psum_ptr", "pm2_ptr", "N", "H", "W", "C_in",
              "OH", "OW", "C_out", "M", "sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh", "syw")
+    vec = vec_of(x) if pool_out is None else 1
     args = dict(zip(names, (x, packed, out, bias_arg, psum, pm2, n, h, w, ci, oh, ow, co, m,
-                            *x.stride(), *out.stride())))
+                            *vec_strides(x, vec), *out.stride())))
     flags = dict(HAS_BIAS=bias is not None, RELU=relu, STATS=stats, IEEE=use_ieee(x.dtype),
                  STAT_R=STAT_ROWS)
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(co, meta["BLOCK_N"]),)
     if pool_out is not None:
         launch_conv3x3s2_pool(grid, args, pool_out, idx, ci, flags)
     else:
-        flat = ci < 16
+        flat = ci < 16 and vec == 1  # 8 aligned channels (the padded image): vector loads
         ain, cin = in_bn if in_bn is not None else (out, out)  # unused without IN_BN
         launch(_conv2d_fwd_kernel, grid, {**args, "ain_ptr": ain, "cin_ptr": cin},
                kh * kw * ci if flat else ci,
                dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], PH=padding[0], PW=padding[1],
-                    FLAT_K=flat, IN_BN=in_bn is not None, **flags))
+                    FLAT_K=flat, IN_BN=in_bn is not None, VEC=vec, **flags))
     return results if len(results) > 1 else out

@@ -49,7 +49,7 @@ def _conv3x3s2_pool_kernel(
         # Unpadded windows: every tap of a valid row lies inside the image (the bounds hold).
         a, b, t, c = window_step(kk, x_rows, w_ptr, 2 * oh, 2 * ow, m_ok, offs_k, offs_n, n_ok,
                                  H, W, C_in, C_out, sxc, sxh, sxw, x_ptr, x_ptr, 3, 9, BLOCK_K,
-                                 False)
+                                 False, 1)
         acc = mma(a, b, acc, IEEE)
         # Running max of this channel block's window, restarted at its first tap: first max in
         # scan order, NaN wins (as torch). Compared in the data's dtype (exact).

@@ -57,7 +57,7 @@ def gemm_tile(M, N_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 @triton.jit
 def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C_in, C_out,
                 sxc, sxh, sxw, ain_ptr, cin_ptr, KW: tl.constexpr, TAPS: tl.constexpr,
-                BLOCK_K: tl.constexpr, IN_BN: tl.constexpr):
+                BLOCK_K: tl.constexpr, IN_BN: tl.constexpr, VEC: tl.constexpr):
     """Step kk of the one flattened K loop of an implicit-GEMM conv, over (channel block,
     tap) with the tap innermost: the A tile (for each output row, the input pixel under tap
     t = (r, s), channels cb * BLOCK_K ...), the B tile (those rows of the [TAPS * C_in, C_out]
@@ -68,7 +68,10 @@ def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C
     complete every TAPS steps (conv3x3s2_pool). x_rows: x's address of each row's window
     origin (ih0, iw0), which may lie in the padding (the mask covers it).
     IN_BN: x is the previous unit's pre-BN output; the A tile is relu(ain*x + cin) per channel
-    (bn_relu_operand), 0 in the padding."""
+    (bn_relu_operand), 0 in the padding. VEC > 1: C_in and the pixel strides are multiples of
+    VEC (the caller's strides are vec_strides' times VEC, so the compiler knows it), and a
+    row's VEC channels load as one vector (C_in = 8, the zero-padded image, is not a multiple
+    of the 16 that Triton's argument specialization detects)."""
     cb = kk // TAPS
     t = kk - cb * TAPS
     r = t // KW
@@ -77,7 +80,7 @@ def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C
     ih = ih0 + r
     iw = iw0 + s
     row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-    k_ok = c < C_in
+    k_ok = channel_mask(c, C_in, VEC)
     a_ok = row_ok[:, None] & k_ok[None, :]
     a = tl.load(x_rows[:, None] + (r * sxh + s * sxw) + (c * sxc)[None, :], mask=a_ok, other=0.0)
     if IN_BN:
@@ -86,6 +89,41 @@ def window_step(kk, x_rows, w_ptr, ih0, iw0, m_ok, offs_k, offs_n, n_ok, H, W, C
     b = tl.load(w_ptr + (t * C_in + c)[:, None] * C_out + offs_n[None, :],
                 mask=k_ok[:, None] & n_ok[None, :], other=0.0)
     return a, b, t, c
+
+
+@triton.jit
+def channel_mask(c, C, VEC: tl.constexpr):
+    """c < C, written (when C is a multiple of VEC) so that the compiler sees the mask constant
+    over each aligned group of VEC channels: masked loads stay vector loads."""
+    if VEC > 1:
+        return (c // VEC) * VEC < C
+    else:
+        return c < C
+
+
+def vec_of(x: torch.Tensor) -> int:
+    """The VEC constexpr for an NHWC operand x: 8 when its channels and pixel strides are
+    multiples of 8 but its channels not of 16 (Triton specializes multiples of 16 itself),
+    else 1."""
+    c = x.shape[1]
+    aligned = x.stride(1) == 1 and all(s % 8 == 0 for s in (x.stride(0), x.stride(2),
+                                                            x.stride(3)))
+    return 8 if aligned and c % 8 == 0 and c % 16 != 0 else 1
+
+
+def vec_strides(x: torch.Tensor, vec: int) -> tuple[int, int, int, int]:
+    """x's (n, c, h, w) strides as a kernel taking VEC = vec expects them: the pixel strides
+    divided by vec (the kernel multiplies them back, vec_scale, which tells the compiler that
+    every pixel offset is a multiple of vec: tl.multiple_of on a value a @triton.jit helper
+    receives is lost at its argument), the channel stride as it is."""
+    n, c, h, w = x.stride()
+    return n // vec, c, h // vec, w // vec
+
+
+@triton.jit
+def vec_scale(sn, sh, sw, VEC: tl.constexpr):
+    """The pixel strides vec_strides divided, multiplied back by VEC (a constant)."""
+    return sn * VEC, sh * VEC, sw * VEC
 
 
 @triton.jit

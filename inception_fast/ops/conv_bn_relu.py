@@ -61,7 +61,7 @@ def conv_bn_relu(x, weight, bn_weight, bn_bias, running_mean, running_var, *,
         # (module doc); through any other backend autograd would hand the producer dL/dy.
         raise ValueError(f"conv_bn_relu: in_bn (a deferred input) needs backend='triton', "
                          f"this call resolved to {b!r}")
-    if b != "torch":
+    if b == "cuda":  # the Triton op casts (and aligns) its input itself
         x = autocast_input(x)
     if out is not None:
         oh = conv_out_size(x.shape[2], weight.shape[2], stride[0], padding[0])

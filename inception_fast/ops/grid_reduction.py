@@ -16,7 +16,7 @@ Mixed_6a: `grid_reduction(x, branch3x3 params, out=out, conv_offset=0, pool_offs
 Mixed_7a: its convs read intermediate tensors, so `grid_reduction(x, None, ..., out=out,
 pool_offset=512)` writes the pool slice and the stride-2 convs use conv_bn_relu(out=...).
 
-Backend "cuda": for fp16 / bf16 with both branches, one kernel (csrc/grid_reduction.cu) reads
+Backend "cuda": for fp16 / bf16 with both branches, one kernel (csrc/grid_reduce.cu) reads
 each 3x3/2 window once for both the conv (tensor cores; BN statistics in its epilogue) and the
 max-pool, then bn_apply_relu writes the conv slice (in eval with no gradient needed, BN + ReLU are
 folded into the conv kernel's epilogue: one kernel for the whole op). fp32, or a lone conv
