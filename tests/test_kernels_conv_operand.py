@@ -13,7 +13,7 @@ from inception_fast.kernels.conv2d_bwd import conv2d_wgrad
 from inception_fast.kernels.conv2d_fwd import conv2d_fwd
 from inception_fast.kernels.conv_common import vec_of
 from inception_fast.kernels.pad_channels import cast_pad_channels
-from inception_fast.ops import conv_bn_relu_triton as cbr_triton
+from inception_fast.ops.aligned_input import cast_pad_channels_op
 
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
                                 reason=f"triton unavailable: {why_unavailable('triton')}")
@@ -114,7 +114,7 @@ def test_cast_pad_channels_op_opcheck_and_gradient():
                           test_utils=("test_schema", "test_faketensor",
                                       "test_aot_dispatch_dynamic"))
     x.requires_grad_()
-    out = cbr_triton.cast_pad_channels_op(x, 8, torch.float32)
+    out = cast_pad_channels_op(x, 8, torch.float32)
     g = torch.randn_like(out)
     out.backward(g)
     torch.testing.assert_close(x.grad, g[:, :3])

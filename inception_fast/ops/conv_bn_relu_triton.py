@@ -27,11 +27,8 @@ ever the input of an in_bn call.
 
 Inputs of fewer than 8 channels (the RGB image: a 6-byte bf16 pixel) cannot be loaded 16 bytes
 at a time: such an x is zero-padded to 8 channels (channels_last) in the pass that casts it
-for autocast (kernels/pad_channels.py), and the kernels see the weight zero-padded to match
-(cached per weight version; the extra channels add nothing; the weight gradient is cut back to
-the weight's channels). The padded image costs 10 bytes a pixel more to write and to read
-twice (0.7 GB of a 299 / batch-256 training step) and buys 16-byte cp.async loads in
-Conv2d_1a's forward and wgrad.
+for autocast, and the kernels see the weight zero-padded to match (ops/aligned_input.py); the
+weight gradient is cut back to the weight's channels.
 
 pool_after (the stem's Conv2d_2b -> maxpool1 and Conv2d_4a -> maxpool2): the result is
 max_pool2d(unit output, 3, 2). BN + ReLU are applied inside the pool kernel, so the unit's
@@ -43,10 +40,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .amp import autocast_dtype, autocast_input
+from .aligned_input import kernel_input, kernel_weight
 from .bn_math import eval_affine
 from .checks import conv_out_size
 from .library import absent, absents, name, present, train_and_eval_ops
@@ -57,63 +53,12 @@ from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 from ..kernels.conv2d_fwd import conv2d_fwd, pack_weight
 from ..kernels.dtypes import check_bn_vectors, check_kernel_dtype
 from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd, max_pool3x3s2_fwd
-from ..kernels.pad_channels import cast_pad_channels
 from ..kernels.sizes import conv_out_shape, pool3x3s2_out_hw
 
 CL = torch.channels_last
 # conv weight -> packed weights (BN-folded in eval with no grad), rebuilt when an input changed.
 FOLD_CACHE = ParamCache("conv_bn_relu_triton.fold")
 PACK_CACHE = ParamCache("conv_bn_relu_triton.pack")
-# conv weight -> the weight zero-padded to the padded input's channels (module doc).
-ALIGN_CACHE = ParamCache("conv_bn_relu_triton.align")
-ALIGN_C = 8
-
-
-@torch.library.custom_op(name("cast_pad_channels"), mutates_args=())
-def cast_pad_channels_op(x: Tensor, channels: int, dtype: torch.dtype) -> Tensor:
-    """x zero-padded to `channels` channels, channels_last, in `dtype`: the cast and the padding
-    in one pass (kernels/pad_channels.py). Differentiable: the gradient is the first C
-    channels'."""
-    return cast_pad_channels(x, channels, dtype)
-
-
-@cast_pad_channels_op.register_fake
-def _(x, channels, dtype):
-    return torch.empty((x.shape[0], channels, *x.shape[2:]), device=x.device, dtype=dtype,
-                       memory_format=CL)
-
-
-def _cast_pad_setup(ctx, inputs, output):
-    ctx.c, ctx.dtype = inputs[0].shape[1], inputs[0].dtype
-
-
-def _cast_pad_backward(ctx, grad):
-    return grad[:, :ctx.c].to(ctx.dtype), None, None
-
-
-cast_pad_channels_op.register_autograd(_cast_pad_backward, setup_context=_cast_pad_setup)
-
-
-def _kernel_input(x, in_bn, pool_offset):
-    """x as the kernels take it: in the autocast dtype, and zero-padded to ALIGN_C channels
-    (channels_last) when it has fewer (module doc); one copy either way. Differentiable."""
-    c = x.shape[1]
-    if c >= ALIGN_C or in_bn is not None or pool_offset is not None:
-        return autocast_input(x)
-    return cast_pad_channels_op(x, ALIGN_C, autocast_dtype(x) or x.dtype)
-
-
-def _kernel_weight(weight, c_in):
-    """The conv weight for an input of c_in channels: itself, or (a padded input) zero-padded
-    along C_in, cached per weight version."""
-    pad = c_in - weight.shape[1]
-    if pad == 0:
-        return weight
-    key = version_key(weight)
-    key = None if key is None else key + (c_in,)
-    return ALIGN_CACHE.get(weight, key, lambda: F.pad(weight.detach(), (0, 0, 0, 0, 0, pad)))
-
-
 def _folded(weight, bn_weight, bn_bias, running_mean, running_var, eps, dtype):
     key = version_key(weight, bn_weight, bn_bias, running_mean, running_var)
     key = None if key is None else key + (eps, dtype)
@@ -167,7 +112,7 @@ def _forward(
     stride, padding = tuple(stride), tuple(padding)
     in_bn = None if in_a is None else (in_a, in_c)
     c_out = weight.shape[0]
-    weight = _kernel_weight(weight, x.shape[1])
+    weight = kernel_weight(weight, x.shape[1])
     view, pool = _slice(out, out_offset if out is not None else -1, c_out), \
         _slice(out, pool_offset, x.shape[1])
     if training:
@@ -250,7 +195,7 @@ def conv_bn_relu_triton_bwd(
     stride, padding = tuple(stride), tuple(padding)
     need_x, need_w, need_g, need_b, need_out = needs
     c_out = weight.shape[0]
-    wk = _kernel_weight(weight, x.shape[1])
+    wk = kernel_weight(weight, x.shape[1])
     grad_out_full = absent(grad)
     grad_pool = _slice(grad, pool_offset, x.shape[1])  # a view: no copy
     if out_offset >= 0:
@@ -368,7 +313,7 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
     returns (t, a, c): t = y and its (a, c) when backward is needed (the BN + ReLU is left to
     the next unit's in_bn), else t = the result and a = c = None (eval folds BN)."""
     stride, padding = tuple(stride), tuple(padding)
-    x = _kernel_input(x, in_bn, pool_offset)
+    x = kernel_input(x, in_bn, pool_offset)
     _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
     check_bn_vectors(in_bn, x, "conv_bn_relu(backend='triton')")
     if in_bn is not None and pool_offset is not None:

@@ -50,8 +50,9 @@ def train_and_eval_ops(op: str, impl):
 
 
 # The modules that register ops (imported lazily elsewhere: the Triton ones need triton).
-OP_MODULES = ("conv_bn_relu_triton", "conv_bn_relu_cuda", "conv1x1_multi_triton",
-              "grid_reduction_cuda", "max_pool_slice", "label_smoothing_ce", "joint_opt_loss")
+OP_MODULES = ("aligned_input", "conv_bn_relu_triton", "conv_bn_relu_cuda",
+              "conv1x1_multi_triton", "grid_reduction_cuda", "max_pool_slice",
+              "label_smoothing_ce", "joint_opt_loss")
 
 
 def load_all() -> None:
