@@ -21,7 +21,7 @@ import triton.language as tl
 
 from .conv_common import STAT_ROWS, store_group_stats
 from .dtypes import check_kernel_dtype, interpreter_on
-from .nhwc import pixel_channel_tile, pixel_coords
+from .nhwc import nhwc_out, pixel_channel_tile, pixel_coords
 
 
 @triton.jit
@@ -66,12 +66,7 @@ def avg_pool3x3(x: torch.Tensor, *, out: torch.Tensor | None = None,
         raise ValueError("avg_pool3x3: x must be a 4-D (N, C, H, W) tensor")
     check_kernel_dtype(x, "avg_pool3x3", gemm=False)
     n, c, h, w = x.shape
-    if out is None:
-        out = torch.empty((n, c, h, w), device=x.device, dtype=x.dtype,
-                          memory_format=torch.channels_last)
-    elif tuple(out.shape) != (n, c, h, w) or out.dtype != x.dtype or out.device != x.device:
-        raise ValueError(f"avg_pool3x3: out must be {x.dtype} {(n, c, h, w)} on {x.device}, got "
-                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    out = nhwc_out(out, (n, c, h, w), x, "avg_pool3x3")
     if bias is not None and (bias.shape != (c,) or bias.dtype != torch.float32
                              or bias.device != x.device):
         raise ValueError(f"avg_pool3x3: bias must be a float32 [{c}] tensor on {x.device}")

@@ -45,7 +45,7 @@ from .configs import sm_count
 from .dtypes import check_kernel_dtype, interpreter_on
 from .last_program import arrival_counters, arrive_last
 from .max_pool3x3s2 import pool_grad_gather
-from .nhwc import pixel_coords, row_offsets
+from .nhwc import nhwc_out, pixel_coords, row_offsets
 from .sizes import pool3x3s2_out_hw
 
 _INTERPRET = interpreter_on()
@@ -350,13 +350,7 @@ def bn_relu_bwd_apply(grad_out: torch.Tensor, y: torch.Tensor, a: torch.Tensor, 
                      "bn_relu_bwd_apply", pool_argmax)
     N, C, H, W = y.shape
     M = N * H * W
-    if out is None:
-        out = torch.empty(y.shape, dtype=y.dtype, device=y.device,
-                          memory_format=torch.channels_last)
-    elif (not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(y.shape)
-          or out.dtype != y.dtype or out.device != y.device):
-        raise ValueError(f"bn_relu_bwd_apply: out must be a {y.dtype} {tuple(y.shape)} tensor "
-                         f"on {y.device}")
+    out = nhwc_out(out, y.shape, y, "bn_relu_bwd_apply")
     if out.numel() == 0:
         return out
     vecs = [t.contiguous() for t in (a, c, k1, k2, k3)] + [shift]

@@ -14,9 +14,9 @@ import triton
 import triton.language as tl
 
 from .conv_common import STAT_ROWS
-from .dtypes import interpreter_on
+from .dtypes import check_bn_vectors, interpreter_on
 from .last_program import arrival_counters, arrive_last
-from .nhwc import pixel_channel_tile, row_offsets
+from .nhwc import nhwc_out, pixel_channel_tile, row_offsets
 
 # Above this many groups, merge chunks of them in parallel first (one program per channel
 # block over, say, 170k groups would leave the GPU idle), in the same launch.
@@ -269,13 +269,8 @@ def bn_relu_apply(y: torch.Tensor, a: torch.Tensor, c: torch.Tensor, *,
     if y.dim() != 4 or not y.is_contiguous(memory_format=torch.channels_last):
         raise ValueError("bn_relu_apply: y must be a dense channels_last (N, C, H, W) tensor")
     n, ch, oh, ow = y.shape
-    for name, t in (("a", a), ("c", c)):
-        if t.shape != (ch,) or t.dtype != torch.float32 or t.device != y.device:
-            raise ValueError(f"bn_relu_apply: {name} must be float32 [{ch}] on {y.device}")
-    if out is None:
-        out = torch.empty_like(y, memory_format=torch.channels_last)
-    elif tuple(out.shape) != tuple(y.shape) or out.dtype != y.dtype or out.device != y.device:
-        raise ValueError(f"bn_relu_apply: out must be {y.dtype} {tuple(y.shape)} on {y.device}")
+    check_bn_vectors((a, c), y, "bn_relu_apply", "(a, c)")
+    out = nhwc_out(out, y.shape, y, "bn_relu_apply")
     m = n * oh * ow
     if m == 0 or ch == 0:
         return out

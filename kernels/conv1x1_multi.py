@@ -20,7 +20,7 @@ import triton.language as tl
 
 from .configs import autotuned, size_pruner
 from .conv_common import gemm_tile, interpreter_tiles, mma, use_ieee
-from .dtypes import interpreter_on
+from .dtypes import check_bn_vectors, interpreter_on
 from .nhwc import pixel_channel_tile, pixel_coords, row_offsets
 
 
@@ -162,9 +162,7 @@ def routed_apply(y: torch.Tensor, a: torch.Tensor, c: torch.Tensor, dests, sizes
     """dest_i = relu(a*y + c) on segment i's columns. y: (N, C, H, W) any strides; a, c:
     float32 [C]; sizes/dests as gemm1x1_routed (at most 3 segments here)."""
     n, ch, h, w = y.shape
-    for name, t in (("a", a), ("c", c)):
-        if t.shape != (ch,) or t.dtype != torch.float32 or t.device != y.device:
-            raise ValueError(f"routed_apply: {name} must be float32 [{ch}] on {y.device}")
+    check_bn_vectors((a, c), y, "routed_apply", "(a, c)")
     b = _bounds(sizes, ch)
     dargs = _dest_args(dests, b, n, h, w, y.dtype, y.device)
     m = n * h * w

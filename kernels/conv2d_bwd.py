@@ -243,8 +243,13 @@ def _check_tensor(t, what, name):
     check_kernel_dtype(t, what, name)
 
 
-def _check_runnable(t, what, name):
-    dtypes.check_runnable(t, what, name)
+def _check_operands(a, b, what, a_name, b_name):
+    """Both 4-D tensors of a kernel dtype, on one device, where a Triton kernel can run."""
+    _check_tensor(a, what, a_name)
+    _check_tensor(b, what, b_name)
+    if a.device != b.device:
+        raise ValueError(f"{what}: {a_name} is on {a.device}, {b_name} on {b.device}")
+    dtypes.check_runnable(a, what, a_name)
 
 
 def _prec(dtype):
@@ -271,11 +276,7 @@ def conv2d_dgrad(grad_y: torch.Tensor, weight: torch.Tensor, input_hw, *, stride
     Returns grad_x (N, C_in, H, W) in channels_last memory format, dtype of grad_y.
     """
     what = "conv2d_dgrad"
-    _check_tensor(grad_y, what, "grad_y")
-    _check_tensor(weight, what, "weight")
-    if weight.device != grad_y.device:
-        raise ValueError(f"{what}: weight is on {weight.device}, grad_y on {grad_y.device}")
-    _check_runnable(grad_y, what, "grad_y")
+    _check_operands(grad_y, weight, what, "grad_y", "weight")
     sh, sw = _pair(stride, what, "stride")
     ph, pw = _pair(padding, what, "padding")
     if sh < 1 or sw < 1 or ph < 0 or pw < 0:
@@ -338,11 +339,7 @@ def conv2d_wgrad(x: torch.Tensor, grad_y: torch.Tensor, kernel_size, *, stride=1
     forces the number of K chunks; by default it is chosen from the shape.
     """
     what = "conv2d_wgrad"
-    _check_tensor(x, what, "x")
-    _check_tensor(grad_y, what, "grad_y")
-    if x.device != grad_y.device:
-        raise ValueError(f"{what}: x is on {x.device}, grad_y on {grad_y.device}")
-    _check_runnable(x, what, "x")
+    _check_operands(x, grad_y, what, "x", "grad_y")
     if x.dtype != grad_y.dtype:
         raise TypeError(f"{what}: x is {x.dtype} but grad_y is {grad_y.dtype}; they must match")
     check_bn_vectors(in_bn, x, what)

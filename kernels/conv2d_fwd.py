@@ -28,7 +28,7 @@ from .conv3x3s2_pool import launch_conv3x3s2_pool
 from .conv_common import (STAT_ROWS, bn_relu_operand, conv_epilogue, gemm_tile, launch, mma,  # noqa: F401
                           pack_weight, prune_configs, use_ieee, vec_of, vec_scale, vec_strides,
                           window_step)
-from .dtypes import KERNEL_DTYPES, check_bn_vectors, check_kernel_dtype
+from .dtypes import KERNEL_DTYPES, check_bn_vectors, check_conv_operands, check_kernel_dtype
 from .sizes import conv_out_size as out_size
 
 SUPPORTED_DTYPES = KERNEL_DTYPES
@@ -95,15 +95,8 @@ def _conv2d_fwd_kernel(
 # --------------------------------------------------------------------------- launch helpers
 
 def _check(x, weight, packed, stride, padding, bias, out):
-    if x.dim() != 4:
-        raise ValueError(f"conv2d_fwd: x must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    check_conv_operands(x, weight, "conv2d_fwd")
     check_kernel_dtype(x, "conv2d_fwd")
-    if weight.dim() != 4:
-        raise ValueError(f"conv2d_fwd: weight must be 4-D (C_out, C_in, kh, kw), got {tuple(weight.shape)}")
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d_fwd: x has {x.shape[1]} channels, the weight expects {weight.shape[1]}")
-    if weight.device != x.device:
-        raise ValueError(f"conv2d_fwd: x is on {x.device}, the weight on {weight.device}")
     co, ci, kh, kw = weight.shape
     if packed is not None and (tuple(packed.shape) != (kh * kw * ci, co) or not packed.is_contiguous()
                                or packed.dtype != x.dtype or packed.device != x.device):

@@ -1,4 +1,4 @@
-"""The dtypes the Triton kernels take, checked in one place with one message.
+"""The dtypes (and operands) the Triton kernels take, checked in one place with one message.
 
 bfloat16 runs on a GPU, but the Triton interpreter's tl.dot gets it wrong (numpy has no
 bfloat16; with Triton 3.8 a 16x16 bf16 tile product came out off by 2e10, a 1x7 conv's weight
@@ -34,6 +34,22 @@ def check_kernel_dtype(t: torch.Tensor, what: str, name: str = "x", *,
         raise TypeError(f"{what}: {name} is bfloat16 on CPU, where the Triton interpreter's "
                         "tl.dot gives wrong results for bfloat16: use float16 or float32 on CPU, "
                         "or a GPU")
+
+
+def check_conv_operands(x: torch.Tensor, weight: torch.Tensor, what: str,
+                        x_name: str = "x") -> None:
+    """ValueError unless x (N, C, H, W) and a conv weight (C_out, C, kh, kw) fit together:
+    4-D both, the same channels, the same device."""
+    if x.dim() != 4:
+        raise ValueError(f"{what}: {x_name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"{what}: weight must be 4-D (C_out, C_in, kh, kw), got shape "
+                         f"{tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{what}: {x_name} has {x.shape[1]} channels but the weight expects "
+                         f"{weight.shape[1]}")
+    if x.device != weight.device:
+        raise ValueError(f"{what}: {x_name} is on {x.device} but the weight on {weight.device}")
 
 
 def check_bn_vectors(vectors, x: torch.Tensor, what: str, name: str = "in_bn") -> None:

@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .dtypes import check_bn_vectors, check_kernel_dtype, interpreter_on
-from .nhwc import pixel_channel_tile, pixel_coords
+from .nhwc import nhwc_out, pixel_channel_tile, pixel_coords
 from .sizes import pool3x3s2_out_hw
 
 
@@ -117,12 +117,7 @@ def max_pool3x3s2_fwd(x: torch.Tensor, out: torch.Tensor | None = None,
     check_kernel_dtype(x, "max_pool3x3s2", gemm=False)
     n, c, h, w = x.shape
     oh, ow = _out_hw(h, w)
-    if out is None:
-        out = torch.empty((n, c, oh, ow), device=x.device, dtype=x.dtype,
-                          memory_format=torch.channels_last)
-    elif tuple(out.shape) != (n, c, oh, ow) or out.dtype != x.dtype or out.device != x.device:
-        raise ValueError(f"max_pool3x3s2: out must be {x.dtype} {(n, c, oh, ow)} on {x.device}, "
-                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    out = nhwc_out(out, (n, c, oh, ow), x, "max_pool3x3s2")
     check_bn_vectors(bn_relu, x, "max_pool3x3s2", "bn_relu")
     a, cc = bn_relu if bn_relu is not None else (out, out)  # unused without BN_RELU
     idx = torch.empty((n, c, oh, ow), device=x.device, dtype=torch.uint8,
@@ -148,8 +143,7 @@ def max_pool3x3s2_bwd(grad: torch.Tensor, argmax: torch.Tensor, input_hw) -> tor
     if not argmax.is_contiguous(memory_format=torch.channels_last) or argmax.dtype != torch.uint8:
         raise ValueError("max_pool3x3s2_bwd: argmax must be the dense uint8 channels_last tensor "
                          "from max_pool3x3s2_fwd")
-    dx = torch.empty((n, c, h, w), device=grad.device, dtype=grad.dtype,
-                     memory_format=torch.channels_last)
+    dx = nhwc_out(None, (n, c, h, w), grad, "max_pool3x3s2_bwd")
     m = n * h * w
     if m and c:
         block_m, block_c = _blocks(c)

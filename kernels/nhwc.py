@@ -5,8 +5,23 @@ block output, channels_last or not); offsets in int64 (a 147x147x64 batch of 256
 2**31 elements)."""
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+
+def nhwc_out(out: torch.Tensor | None, shape, like: torch.Tensor, what: str) -> torch.Tensor:
+    """The destination of an elementwise NHWC kernel: `out` (any strides, e.g. a channel slice
+    of a block output) checked to be a `shape` tensor of like's dtype and device, or a new
+    channels_last one."""
+    shape = tuple(shape)
+    if out is None:
+        return torch.empty(shape, device=like.device, dtype=like.dtype,
+                           memory_format=torch.channels_last)
+    if tuple(out.shape) != shape or out.dtype != like.dtype or out.device != like.device:
+        raise ValueError(f"{what}: out must be {like.dtype} {shape} on {like.device}, got "
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    return out
 
 
 @triton.jit

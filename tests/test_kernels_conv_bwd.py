@@ -145,7 +145,7 @@ def test_dgrad_bad_input():
         (ValueError, "gives 3x3", (gy, wt, (5, 5))),
         (ValueError, "does not fit", (gy, wt, (1, 1))),
         (ValueError, "on meta", (gy.to("meta"), wt.to("meta"), hw)),
-        (ValueError, "weight is on", (gy, wt.to("meta"), hw)),
+        (ValueError, "weight on meta", (gy, wt.to("meta"), hw)),
         (ValueError, "stride", (gy, wt, hw), dict(stride=0)),
         (TypeError, "torch.Tensor", (gy.tolist(), wt, hw)),
     ])

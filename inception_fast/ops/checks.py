@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels.dtypes import check_conv_operands
 from ..kernels.sizes import conv_out_size  # noqa: F401  (re-exported for the ops)
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -11,16 +12,9 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 def check_conv_input(x: torch.Tensor, weight: torch.Tensor, what: str = "conv_bn_relu") -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what}: input must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{what}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{what}: input dtype must be one of float32/float16/bfloat16/float64, got {x.dtype}")
-    if weight.dim() != 4:
-        raise ValueError(f"{what}: weight must be 4-D (C_out, C_in, kh, kw), got shape {tuple(weight.shape)}")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"{what}: input has {x.shape[1]} channels but the conv expects {weight.shape[1]}")
-    if x.device != weight.device:
-        raise ValueError(f"{what}: input is on {x.device} but the weights are on {weight.device}")
+    check_conv_operands(x, weight, what, "input")
 
 
 def check_out_slice(out: torch.Tensor, x_shape, c_out: int, offset: int, oh: int, ow: int,
