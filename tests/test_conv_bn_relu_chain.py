@@ -5,7 +5,8 @@ in wgrad. Checked against the same units on the torch backend (the pure-torch re
 on CPU through the interpreter: outputs, every gradient (input, conv weights, BN weights and
 biases) and the running statistics, in training, eval with grad and eval without; on the stem's
 shapes (shrunk) and on odd ones; that the activations between linked units are never applied
-as a pass of their own; and the errors for a deferred input on a backend that cannot take it."""
+as a pass of their own (stem chains and the fused blocks' branch chains, nn/blocks.py); and the
+errors for a deferred input on a backend that cannot take it."""
 import copy
 
 import pytest
@@ -182,3 +183,36 @@ def test_reference_in_bn_is_the_activation():
                                  in_bn=(a, c))
     want = conv_bn_relu_reference(act, w, None, None, None, None, padding=(1, 1), training=True)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("block", ["C", "E"])
+def test_block_branch_chains_defer_and_match_torch(block, monkeypatch):
+    """Inside the fused blocks (nn/blocks.py _chain / _link): InceptionC's 7x7 branches (two
+    chains, 4 links) and InceptionE's 3x3dbl_2, read by two units (one link, fanned out), run
+    deferred on Triton; outputs and every gradient equal the torch blocks'."""
+    from inception_fast import nn as ifnn
+
+    cls, kw, c_in, links = {"C": (ifnn.InceptionC, dict(in_channels=12, channels_7x7=8), 12, 4),
+                            "E": (ifnn.InceptionE, dict(in_channels=8), 8, 1)}[block]
+    torch.manual_seed(0)
+    ref = cls(**kw, backend="torch")
+    fused = copy.deepcopy(ref)
+    for m in fused.modules():
+        if isinstance(m, ConvBNReLU):
+            m.backend = "triton"
+    units = sum(isinstance(m, ConvBNReLU) for m in ref.modules())
+    torch.manual_seed(1)
+    x = torch.randn(2, c_in, 5, 5).contiguous(memory_format=CL)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    calls = _applies(monkeypatch)
+    yr, yf = ref(xr), fused(xf)
+    # every unit outside the 1x1 group (branch1x1, the branches' first 1x1s, branch_pool: 4)
+    # applies its BN + ReLU itself, except those whose readers apply it (the deferred links)
+    assert len(calls) == units - 4 - links, (len(calls), units)
+    torch.testing.assert_close(yf, yr, rtol=1e-4, atol=1e-4)
+    g = torch.randn_like(yr)
+    yr.backward(g)
+    yf.backward(g)
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-4, atol=1e-4)
+    for (n, p), q in zip(ref.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-4, msg=n)

@@ -10,7 +10,9 @@ Two forward structures, chosen per call from the backend the block's units resol
   joins that GEMM and its avg-pool runs after it on the conv's few channels (BN statistics after
   the pool); the grid reductions write their max-pool slice directly (CUDA grid-reduction op,
   or the Triton max-pool). Each writer gets its own detached alias of the output and _Join ties
-  them together, so in backward every branch reads its gradient slice as a view.
+  them together, so in backward every branch reads its gradient slice as a view. Within a
+  branch, a unit whose readers all run on Triton leaves its BN + ReLU to their operand loads
+  (_link, _chain; nn/chain.py): the intermediate activation is never written.
 The structure follows the backend of the block's first unit; in the fused structure the 1x1
 group and the pools use it too, and every other unit uses its own backend unless it is "auto"
 (then the block's).
@@ -36,15 +38,39 @@ from .conv_bn_relu import ConvBNReLU, count_batches, dispatch_key, timing_runner
 CL = torch.channels_last
 
 
-def _run(m: ConvBNReLU, x, backend, out=None, offset=0):
-    """One unit, optionally into out[:, offset:...]: with the block's resolved backend when the
-    unit says "auto", else with its own (a unit may be pinned, e.g. to cuDNN)."""
-    backend = backend if m.backend == "auto" else m.backend
+def _unit_backend(m: ConvBNReLU, backend: str) -> str:
+    """A unit's backend in a block: the block's resolved one when the unit says "auto", else
+    its own (a unit may be pinned, e.g. to cuDNN)."""
+    return backend if m.backend == "auto" else m.backend
+
+
+def _run(m: ConvBNReLU, x, backend, out=None, offset=0, in_bn=None, defer=False):
+    """One unit, optionally into out[:, offset:...]; in_bn / defer as conv_bn_relu's."""
     a = m.bn_args()
     return conv_bn_relu(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
                         a["running_var"], stride=_pair(m.conv.stride),
                         padding=_pair(m.conv.padding), eps=a["eps"], momentum=a["momentum"],
-                        training=a["training"], out=out, out_offset=offset, backend=backend)
+                        training=a["training"], out=out, out_offset=offset, in_bn=in_bn,
+                        defer=defer, backend=_unit_backend(m, backend))
+
+
+def _link(m: ConvBNReLU, x, backend, consumers, in_bn=None):
+    """m(x) for the units in `consumers` (all of its readers): (t, in_bn for them). When m and
+    every consumer run on Triton, m's BN + ReLU is deferred into their operand loads (t is m's
+    pre-BN output, nn/chain.py); else t is m's result and in_bn None."""
+    if all(_unit_backend(u, backend) == "triton" for u in (m, *consumers)):
+        t, a, c = _run(m, x, backend, in_bn=in_bn, defer=True)
+        return t, (None if a is None else (a, c))
+    return _run(m, x, backend, in_bn=in_bn), None
+
+
+def _chain(units, x, backend, out, offset):
+    """units in order, each reading the previous one's result, the last into out[:, offset:]
+    (links deferred where both sides run on Triton: _link)."""
+    in_bn = None
+    for m, nxt in zip(units, units[1:]):
+        x, in_bn = _link(m, x, backend, [nxt], in_bn)
+    return _run(units[-1], x, backend, out, offset, in_bn=in_bn)
 
 
 def _group(specs, x, backend, out):
@@ -151,7 +177,7 @@ class InceptionA(InceptionBlock):
                                (self.branch3x3dbl_1, None, False), (self.branch_pool, o[3], True)],
                               x, b, out.alias())
         _run(mid_2, t5, b, out.alias(), o[1])
-        _run(self.branch3x3dbl_3, _run(self.branch3x3dbl_2, t3, b), b, out.alias(), o[2])
+        _chain([self.branch3x3dbl_2, self.branch3x3dbl_3], t3, b, out.alias(), o[2])
         return out.result()
 
     def _forward_reference(self, x):
@@ -201,8 +227,8 @@ class InceptionB(_GridReductionBlock):
         else:
             _run(self.branch3x3, x, b, out.alias(), o[0])
             max_pool3x3s2_into(x, out.alias(), o[2], backend=b)
-        t = _run(self.branch3x3dbl_2, _run(self.branch3x3dbl_1, x, b), b)
-        _run(self.branch3x3dbl_3, t, b, out.alias(), o[1])
+        _chain([self.branch3x3dbl_1, self.branch3x3dbl_2, self.branch3x3dbl_3], x, b,
+               out.alias(), o[1])
         return out.result()
 
     def _towers(self, x):
@@ -238,9 +264,9 @@ class InceptionC(InceptionBlock):
         _, t7, td, _ = _group([(self.branch1x1, o[0], False), (self.branch7x7_1, None, False),
                                (self.branch7x7dbl_1, None, False), (self.branch_pool, o[3], True)],
                               x, b, out.alias())
-        _run(self.branch7x7_3, _run(self.branch7x7_2, t7, b), b, out.alias(), o[1])
-        td = _run(self.branch7x7dbl_3, _run(self.branch7x7dbl_2, td, b), b)
-        _run(self.branch7x7dbl_5, _run(self.branch7x7dbl_4, td, b), b, out.alias(), o[2])
+        _chain([self.branch7x7_2, self.branch7x7_3], t7, b, out.alias(), o[1])
+        _chain([self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                self.branch7x7dbl_5], td, b, out.alias(), o[2])
         return out.result()
 
     def _forward_reference(self, x):
@@ -275,8 +301,8 @@ class InceptionD(_GridReductionBlock):
         t3, t7 = _group([(self.branch3x3_1, None, False), (self.branch7x7x3_1, None, False)],
                         x, b, None)
         _run(self.branch3x3_2, t3, b, out.alias(), o[0])
-        t7 = _run(self.branch7x7x3_3, _run(self.branch7x7x3_2, t7, b), b)
-        _run(self.branch7x7x3_4, t7, b, out.alias(), o[1])
+        _chain([self.branch7x7x3_2, self.branch7x7x3_3, self.branch7x7x3_4], t7, b, out.alias(),
+               o[1])
         _grid_reduction(None, x, out.alias(), 0, o[2], b)  # the pool slice
         return out.result()
 
@@ -315,9 +341,10 @@ class InceptionE(InceptionBlock):
                               x, b, out.alias())
         _run(self.branch3x3_2a, t3, b, out.alias(), o[1])
         _run(self.branch3x3_2b, t3, b, out.alias(), o[2])
-        td = _run(self.branch3x3dbl_2, td, b)
-        _run(self.branch3x3dbl_3a, td, b, out.alias(), o[3])
-        _run(self.branch3x3dbl_3b, td, b, out.alias(), o[4])
+        td, in_bn = _link(self.branch3x3dbl_2, td, b,
+                          [self.branch3x3dbl_3a, self.branch3x3dbl_3b])
+        _run(self.branch3x3dbl_3a, td, b, out.alias(), o[3], in_bn=in_bn)
+        _run(self.branch3x3dbl_3b, td, b, out.alias(), o[4], in_bn=in_bn)
         return out.result()
 
     def _forward_reference(self, x):
