@@ -8,7 +8,7 @@ its kernels (the ref_kernels fixture). The op writes into `out` and the running 
 it is differentiated through a torch.autograd.Function around the ops, not through registered
 autograd (which cannot express a mutated output): opcheck gets inputs that do not require
 grad; the gradients are checked by the compile tests below and against the references in
-tests/test_cuda_ext.py and tests/test_grid_reduction_triton.py."""
+tests/test_cuda_functions.py and tests/test_grid_reduction_triton.py."""
 from __future__ import annotations
 
 import pytest
