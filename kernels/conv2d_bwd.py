@@ -18,7 +18,9 @@ wgrad  GEMM  M = C_out, N = C_in per tap, K = N*OH*OW (large): split-K over K in
        partial buffers; the last split of each tile to finish sums them in split order and
        rounds once into the weight's dtype and layout, in the same launch (deterministic: a
        fixed order, whichever split comes last); one split: the GEMM kernel stores into the
-       gradient itself.
+       gradient itself. IN_BN: x is a deferred unit's pre-BN output, each x tile becomes
+       relu(a*x + c) as it loads; with a C_in tile of >= 64 that tile is the dot's A operand
+       (X_IS_A: grad_w^T = x'^T grad_y^T, A in registers keeps wgmma asynchronous).
 """
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ neighbouring taps read overlapping tiles, which L1 / L2 serve).
 Epilogues (compile-time flags), all on the fp32 accumulator:
   plain              y = conv(x)
   HAS_BIAS / RELU    y = relu(conv(x) + bias)        (eval: BN folded into weight and bias)
+  IN_BN (any of them) x is the previous unit's pre-BN output and the conv reads
+                     relu(a*x + c) (its deferred BN + ReLU, conv_common.bn_relu_operand)
   STATS              y = conv(x), plus per-channel partial sums and centered sums of squares
                      (M2) over each group of STAT_ROWS rows, for the BN batch statistics;
                      kernels/bn_train.py combines them (Chan's parallel variance formula, which
@@ -48,8 +50,9 @@ def _conv2d_fwd_kernel(
     """Implicit-GEMM conv: any kh x kw, stride, padding. Weight packed as [kh, kw, C_in,
     C_out] (w[k, co], k = (r*KW + s)*C_in + c). 1-D grid over (M tiles x N tiles), N fastest so
     consecutive programs reuse the same input tile from L2.
-    FLAT_K: reduce over the flattened (r, s, c) with per-element index math (for tiny C_in such
-    as the RGB stem, where a per-tap channel block would be mostly padding).
+    FLAT_K: reduce over the flattened (r, s, c) with per-element index math (C_in < 16 and
+    not 8-aligned, where a per-tap channel block would be mostly padding; the RGB image comes
+    padded to 8 channels, ops/aligned_input.py, and takes the one-loop path with VEC = 8).
     IN_BN: x is the previous unit's pre-BN output y; the conv's input is relu(ain*y + cin)
     per channel, applied to the operand tiles as they are loaded (conv_common.bn_relu_operand).
     VEC: x's channels and pixel strides are multiples of VEC (conv_common.vec_of); sxn, sxh,

@@ -106,8 +106,9 @@ def vec_of(x: torch.Tensor) -> int:
     multiples of 8 but its channels not of 16 (Triton specializes multiples of 16 itself),
     else 1."""
     c = x.shape[1]
-    aligned = x.stride(1) == 1 and all(s % 8 == 0 for s in (x.stride(0), x.stride(2),
-                                                            x.stride(3)))
+    pixel = (x.stride(0), x.stride(2), x.stride(3))
+    # the kernel multiplies the divided strides back in int32: keep them below 2**31
+    aligned = x.stride(1) == 1 and all(s % 8 == 0 and s < 2 ** 31 for s in pixel)
     return 8 if aligned and c % 8 == 0 and c % 16 != 0 else 1
 
 

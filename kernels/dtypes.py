@@ -61,5 +61,6 @@ def check_bn_vectors(vectors, x: torch.Tensor, what: str, name: str = "in_bn") -
     c = x.shape[1]
     if len(vectors) != 2 or any(
             not isinstance(t, torch.Tensor) or t.shape != (c,) or t.dtype != torch.float32
-            or t.device != x.device for t in vectors):
-        raise ValueError(f"{what}: {name} must be two float32 [{c}] tensors on {x.device}")
+            or t.device != x.device or (c > 1 and t.stride(0) != 1) for t in vectors):
+        raise ValueError(f"{what}: {name} must be two contiguous float32 [{c}] tensors on "
+                         f"{x.device}")

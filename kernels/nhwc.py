@@ -18,9 +18,11 @@ def nhwc_out(out: torch.Tensor | None, shape, like: torch.Tensor, what: str) -> 
     if out is None:
         return torch.empty(shape, device=like.device, dtype=like.dtype,
                            memory_format=torch.channels_last)
-    if tuple(out.shape) != shape or out.dtype != like.dtype or out.device != like.device:
-        raise ValueError(f"{what}: out must be {like.dtype} {shape} on {like.device}, got "
-                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    if (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != like.dtype
+            or out.device != like.device):
+        got = (f"{out.dtype} {tuple(out.shape)} on {out.device}"
+               if isinstance(out, torch.Tensor) else type(out).__name__)
+        raise ValueError(f"{what}: out must be {like.dtype} {shape} on {like.device}, got {got}")
     return out
 
 

@@ -16,8 +16,10 @@ from inception_fast.backends import why_unavailable
 from inception_fast.nn import ConvBNReLU
 from inception_fast.nn.chain import conv_chain
 from inception_fast.nn.pool import MaxPool3x3s2
+from inception_fast import nn as ifnn
 from inception_fast.ops import conv_bn_relu
 from inception_fast.ops import conv_bn_relu_triton as cbr_triton
+from inception_fast.ops.deferred import DeferredActivation
 
 pytestmark = pytest.mark.skipif(why_unavailable("triton") is not None,
                                 reason=f"triton unavailable: {why_unavailable('triton')}")
@@ -143,9 +145,10 @@ def _applies(monkeypatch):
 
 
 def test_linked_units_apply_no_bn_pass_and_hooks_unlink(monkeypatch):
-    """Three linked units: only the last applies its BN + ReLU as a pass of its own. A
-    forward hook on the middle unit (it wants its output) unlinks it on both sides."""
-    xs, _, fused, _ = _pair("odd-3-units")
+    """Three linked units: only the last applies its BN + ReLU as a pass of its own. A hook
+    on the middle unit (a forward hook wants its output, a backward hook its gradients)
+    unlinks it on both sides, and the gradients stay right."""
+    xs, ref, fused, _ = _pair("odd-3-units")
     calls = _applies(monkeypatch)
     x = _input(xs, "cl").requires_grad_()
     _run(fused, False, x).sum().backward()
@@ -155,60 +158,117 @@ def test_linked_units_apply_no_bn_pass_and_hooks_unlink(monkeypatch):
     calls.clear()
     y = _run(fused, False, x)
     assert len(calls) == 3 and seen == [calls[1]] and y.shape == calls[2]
+    fused2 = copy.deepcopy(ref)
+    for u in fused2:
+        u.backend = "triton"
+    fused2[1].register_full_backward_hook(lambda m, gi, go: None)
+    calls.clear()
+    xf, xr = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+    g = torch.randn(y.shape)
+    _run(fused2, False, xf).backward(g)
+    _run(copy.deepcopy(ref), False, xr).backward(g)
+    assert len(calls) == 3
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_deferred_input_needs_triton():
+def _unit(seed=0, c_in=4, c_out=6, backend="triton"):
+    torch.manual_seed(seed)
+    u = ConvBNReLU(c_in, c_out, 3, padding=1, backend=backend)
+    with torch.no_grad():
+        u.bn.weight.uniform_(0.5, 1.5)
+        u.bn.bias.uniform_(-0.3, 0.3)
+    return u
+
+
+def test_a_deferred_activation_used_anywhere_is_the_activation():
+    """defer=True gives a DeferredActivation, not a tensor; used as the input of a unit on
+    another backend, or materialized and used by anything, its value and every gradient are
+    those of the plain unit's output."""
+    x = torch.randn(2, 4, 7, 6).contiguous(memory_format=CL)
+    plain, fused = _unit(), _unit()
+    d = fused(x.requires_grad_(), defer=True)
+    assert isinstance(d, DeferredActivation)
+    ref = plain(x)
+    torch.testing.assert_close(d.materialize(), ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    (d.materialize() * g).sum().backward()
+    got = [t.grad.clone() for t in (x, fused.conv.weight, fused.bn.weight, fused.bn.bias)]
+    x.grad = None
+    (ref * g).sum().backward()
+    want = [x.grad, plain.conv.weight.grad, plain.bn.weight.grad, plain.bn.bias.grad]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # a torch-backend consumer of a deferred activation materializes it
+    nxt_t, nxt_f = _unit(1, 6, 5, "torch"), _unit(1, 6, 5, "torch")
+    torch.testing.assert_close(nxt_f(fused(x, defer=True)), nxt_t(plain(x)), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_defer_errors_and_bad_vectors():
     x, w = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 1, 1)
-    vec = torch.ones(4)
-    with pytest.raises(ValueError, match="needs backend='triton'"):
-        conv_bn_relu(x, w, None, None, None, None, training=True, in_bn=(vec, vec),
-                     backend="torch")
     with pytest.raises(ValueError, match="defer"):
         conv_bn_relu(x, w, None, None, None, None, training=True, defer=True,
                      out=torch.empty(1, 3, 5, 5), backend="torch")
-    with pytest.raises(ValueError, match="in_bn must be two float32"):
-        conv_bn_relu(x, w, None, None, None, None, training=True,
-                     in_bn=(torch.ones(3), vec), backend="triton")
+    with pytest.raises(ValueError, match="in_bn must be two contiguous float32"):
+        cbr_triton.conv_bn_relu_triton(x, w, None, None, None, None, training=True,
+                                       in_bn=(torch.ones(3), torch.ones(4)))
+    with pytest.raises(ValueError, match="in_bn must be two contiguous float32"):
+        cbr_triton.conv_bn_relu_triton(x, w, None, None, None, None, training=True,
+                                       in_bn=(torch.ones(8)[::2], torch.ones(4)))
+    # a weight whose channels differ from the input's (not the image's alignment padding)
+    for bad in (torch.randn(3, 5, 1, 1), torch.randn(3, 12, 1, 1)):
+        with pytest.raises(ValueError, match="channels"):
+            cbr_triton.conv_bn_relu_triton(torch.randn(1, 3, 5, 5), bad, None, None, None, None,
+                                           training=True)
 
 
-def test_reference_in_bn_is_the_activation():
-    """The reference's in_bn: the conv of relu(a*x + c), padded after the activation."""
-    from inception_fast.ops.conv_bn_relu import conv_bn_relu_reference
-
+def test_materialize_is_the_activation_with_a_pass_through_gradient():
     torch.manual_seed(0)
-    x, w = torch.randn(2, 4, 6, 6), torch.randn(3, 4, 3, 3)
+    y = torch.randn(2, 4, 3, 3, requires_grad=True)
     a, c = torch.randn(4), torch.randn(4)
-    act = torch.relu(x * a.view(1, -1, 1, 1) + c.view(1, -1, 1, 1))
-    got = conv_bn_relu_reference(x, w, None, None, None, None, padding=(1, 1), training=True,
-                                 in_bn=(a, c))
-    want = conv_bn_relu_reference(act, w, None, None, None, None, padding=(1, 1), training=True)
-    torch.testing.assert_close(got, want)
+    z = DeferredActivation(y, a, c).materialize()
+    torch.testing.assert_close(z, torch.relu(y * a.view(1, -1, 1, 1) + c.view(1, -1, 1, 1)))
+    g = torch.randn_like(z)
+    z.backward(g)
+    # the producer takes the activation's gradient (ops/deferred.py): passed through as is
+    torch.testing.assert_close(y.grad, g)
 
 
-@pytest.mark.parametrize("block", ["C", "E"])
+# block -> (class, kwargs, C_in, deferred links, units pinned to torch)
+BLOCK_CHAINS = {
+    "A": (ifnn.InceptionA, dict(in_channels=8, pool_features=4), 8, 1, ()),
+    "B": (ifnn.InceptionB, dict(in_channels=8), 8, 2, ()),
+    "C": (ifnn.InceptionC, dict(in_channels=12, channels_7x7=8), 12, 4, ()),
+    "D": (ifnn.InceptionD, dict(in_channels=8), 8, 2, ()),
+    "E": (ifnn.InceptionE, dict(in_channels=8), 8, 1, ()),
+    # one of 3x3dbl_2's two readers off Triton: that link is not deferred
+    "E-one-reader-on-torch": (ifnn.InceptionE, dict(in_channels=8), 8, 0, ("branch3x3dbl_3b",)),
+}
+
+
+@pytest.mark.parametrize("block", list(BLOCK_CHAINS))
 def test_block_branch_chains_defer_and_match_torch(block, monkeypatch):
-    """Inside the fused blocks (nn/blocks.py _chain / _link): InceptionC's 7x7 branches (two
-    chains, 4 links) and InceptionE's 3x3dbl_2, read by two units (one link, fanned out), run
-    deferred on Triton; outputs and every gradient equal the torch blocks'."""
-    from inception_fast import nn as ifnn
-
-    cls, kw, c_in, links = {"C": (ifnn.InceptionC, dict(in_channels=12, channels_7x7=8), 12, 4),
-                            "E": (ifnn.InceptionE, dict(in_channels=8), 8, 1)}[block]
+    """Inside the fused blocks (nn/blocks.py _chain / _link), every branch link between Triton
+    units is deferred (A's and B's 3x3dbl, C's 7x7 and 7x7dbl, D's 7x7x3, E's 3x3dbl_2 read by
+    two units): the deferred run applies `links` fewer BN passes than with linking off, and its
+    output and every gradient equal the torch block's."""
+    cls, kw, c_in, links, pinned = BLOCK_CHAINS[block]
     torch.manual_seed(0)
     ref = cls(**kw, backend="torch")
     fused = copy.deepcopy(ref)
-    for m in fused.modules():
+    for name, m in fused.named_modules():
         if isinstance(m, ConvBNReLU):
-            m.backend = "triton"
-    units = sum(isinstance(m, ConvBNReLU) for m in ref.modules())
+            m.backend = "torch" if name in pinned else "triton"
     torch.manual_seed(1)
-    x = torch.randn(2, c_in, 5, 5).contiguous(memory_format=CL)
-    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    x = torch.randn(2, c_in, 7, 7).contiguous(memory_format=CL)
     calls = _applies(monkeypatch)
+    with torch.no_grad():  # no backward, nothing deferred: every unit applies its BN
+        fused(x)
+    plain = len(calls)
+    calls.clear()
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
     yr, yf = ref(xr), fused(xf)
-    # every unit outside the 1x1 group (branch1x1, the branches' first 1x1s, branch_pool: 4)
-    # applies its BN + ReLU itself, except those whose readers apply it (the deferred links)
-    assert len(calls) == units - 4 - links, (len(calls), units)
+    assert plain - len(calls) == links, (plain, len(calls))
     torch.testing.assert_close(yf, yr, rtol=1e-4, atol=1e-4)
     g = torch.randn_like(yr)
     yr.backward(g)

@@ -78,9 +78,9 @@ def test_vec_needs_aligned_strides():
 
 def test_in_bn_errors():
     x, wt = torch.randn(1, 4, 5, 5), torch.randn(3, 4, 3, 3)
-    with pytest.raises(ValueError, match="in_bn must be two float32 \\[4\\]"):
+    with pytest.raises(ValueError, match="in_bn must be two contiguous float32 \\[4\\]"):
         conv2d_fwd(x, wt, in_bn=(torch.ones(3), torch.ones(4)))
-    with pytest.raises(ValueError, match="in_bn must be two float32"):
+    with pytest.raises(ValueError, match="in_bn must be two contiguous float32"):
         conv2d_wgrad(x, torch.randn(1, 3, 3, 3), (3, 3), in_bn=(torch.ones(4).double(),) * 2)
     with pytest.raises(ValueError, match="pool_out pools x itself"):
         conv2d_fwd(torch.randn(1, 4, 7, 7), wt, stride=(2, 2), in_bn=(torch.ones(4),) * 2,

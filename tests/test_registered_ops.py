@@ -38,10 +38,13 @@ CASES = {
     "1x1-new": ((3, 7, 4, 5), (3, 7, 1, 1), [1, 1], [0, 0], 0, 0, -1, False),
     "3x3-pool-after": ((2, 3, 9, 8), (5, 3, 3, 3), [1, 1], [1, 1], 0, 0, -1, True),
 }
+# The Triton op also takes the image as its kernels do: 3 channels padded to 8
+# (ops/aligned_input.py), the weight's 3.
+TRITON_ONLY = {"3x3-padded-rgb": ((2, 8, 9, 8), (5, 3, 3, 3), [2, 2], [0, 0], 0, 0, -1, False)}
 
 
 def _fwd_args(case, training, save):
-    xs, ws, stride, padding, total, off, pool, after = CASES[case]
+    xs, ws, stride, padding, total, off, pool, after = {**CASES, **TRITON_ONLY}[case]
     x = torch.randn(xs).contiguous(memory_format=CL)
     w = torch.randn(ws) * 0.3
     gamma, beta, rm, rv = _bn(ws[0])
@@ -65,7 +68,7 @@ def _triton_fwd_args(case, training, save, in_bn=False, defer=False):
 
 # (case, in_bn, defer): the deferred-BN chain links (ops/conv_bn_relu_triton.py, in_bn / defer)
 # on the cases that take them.
-TRITON_CASES = [(c, False, False) for c in CASES] + [
+TRITON_CASES = [(c, False, False) for c in (*CASES, *TRITON_ONLY)] + [
     ("1x1-new", True, False), ("1x1-new", False, True), ("3x3-pool-after", True, False)]
 
 

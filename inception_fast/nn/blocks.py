@@ -44,33 +44,30 @@ def _unit_backend(m: ConvBNReLU, backend: str) -> str:
     return backend if m.backend == "auto" else m.backend
 
 
-def _run(m: ConvBNReLU, x, backend, out=None, offset=0, in_bn=None, defer=False):
-    """One unit, optionally into out[:, offset:...]; in_bn / defer as conv_bn_relu's."""
+def _run(m: ConvBNReLU, x, backend, out=None, offset=0, defer=False):
+    """One unit, optionally into out[:, offset:...]; x and defer as conv_bn_relu's."""
     a = m.bn_args()
     return conv_bn_relu(x, m.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
                         a["running_var"], stride=_pair(m.conv.stride),
                         padding=_pair(m.conv.padding), eps=a["eps"], momentum=a["momentum"],
-                        training=a["training"], out=out, out_offset=offset, in_bn=in_bn,
-                        defer=defer, backend=_unit_backend(m, backend))
+                        training=a["training"], out=out, out_offset=offset, defer=defer,
+                        backend=_unit_backend(m, backend))
 
 
-def _link(m: ConvBNReLU, x, backend, consumers, in_bn=None):
-    """m(x) for the units in `consumers` (all of its readers): (t, in_bn for them). When m and
-    every consumer run on Triton, m's BN + ReLU is deferred into their operand loads (t is m's
-    pre-BN output, nn/chain.py); else t is m's result and in_bn None."""
-    if all(_unit_backend(u, backend) == "triton" for u in (m, *consumers)):
-        t, a, c = _run(m, x, backend, in_bn=in_bn, defer=True)
-        return t, (None if a is None else (a, c))
-    return _run(m, x, backend, in_bn=in_bn), None
+def _link(m: ConvBNReLU, x, backend, consumers):
+    """m(x) for the units in `consumers` (all of its readers): when m and every consumer run
+    on Triton, a DeferredActivation whose BN + ReLU they apply as they load it (nn/chain.py),
+    else m's result."""
+    defer = all(_unit_backend(u, backend) == "triton" for u in (m, *consumers))
+    return _run(m, x, backend, defer=defer)
 
 
 def _chain(units, x, backend, out, offset):
     """units in order, each reading the previous one's result, the last into out[:, offset:]
     (links deferred where both sides run on Triton: _link)."""
-    in_bn = None
     for m, nxt in zip(units, units[1:]):
-        x, in_bn = _link(m, x, backend, [nxt], in_bn)
-    return _run(units[-1], x, backend, out, offset, in_bn=in_bn)
+        x = _link(m, x, backend, [nxt])
+    return _run(units[-1], x, backend, out, offset)
 
 
 def _group(specs, x, backend, out):
@@ -341,10 +338,9 @@ class InceptionE(InceptionBlock):
                               x, b, out.alias())
         _run(self.branch3x3_2a, t3, b, out.alias(), o[1])
         _run(self.branch3x3_2b, t3, b, out.alias(), o[2])
-        td, in_bn = _link(self.branch3x3dbl_2, td, b,
-                          [self.branch3x3dbl_3a, self.branch3x3dbl_3b])
-        _run(self.branch3x3dbl_3a, td, b, out.alias(), o[3], in_bn=in_bn)
-        _run(self.branch3x3dbl_3b, td, b, out.alias(), o[4], in_bn=in_bn)
+        td = _link(self.branch3x3dbl_2, td, b, [self.branch3x3dbl_3a, self.branch3x3dbl_3b])
+        _run(self.branch3x3dbl_3a, td, b, out.alias(), o[3])
+        _run(self.branch3x3dbl_3b, td, b, out.alias(), o[4])
         return out.result()
 
     def _forward_reference(self, x):

@@ -9,6 +9,7 @@ from torch.nn.modules.utils import _pair
 from .. import backends
 from ..ops import conv_bn_relu
 from ..ops.amp import autocast_dtype
+from ..ops.deferred import tensor_of
 
 
 def dispatch_key(name: str, x: torch.Tensor, train: bool) -> str:
@@ -86,9 +87,11 @@ class ConvBNReLU(nn.Module):
                     running_var=bn.running_var if keep else None, eps=bn.eps, momentum=factor,
                     training=bn.training or (bn.running_mean is None and bn.running_var is None))
 
-    def _backend(self, x: torch.Tensor) -> str:
-        """The backend for this call; "auto" on a GPU: the one measured fastest for this
-        layer's shape, dtype and mode (inception_fast.dispatch), never slower than cuDNN."""
+    def backend_for(self, x) -> str:
+        """The backend for a call on x (a tensor or a DeferredActivation); "auto" on a GPU: the
+        one measured fastest for this layer's shape, dtype and mode (inception_fast.dispatch),
+        never slower than cuDNN."""
+        x = tensor_of(x)
         if not isinstance(x, torch.Tensor):
             return self.backend  # the op's input check says what is wrong
         if self.backend != "auto" or x.device.type != "cuda":
@@ -101,18 +104,17 @@ class ConvBNReLU(nn.Module):
                                 runner=lambda b: timing_runner(self, x, b, train))
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None, out_offset: int = 0,
-                pool_after: bool = False, in_bn=None, defer: bool = False):
+                pool_after: bool = False, defer: bool = False):
         """`out`/`out_offset`: write into out[:, out_offset:out_offset+C_out] (copy-free concat).
         `pool_after`: return max_pool2d(result, 3, stride=2), fused on the Triton backend (the
-        stem's unit + max-pool: nn/pool.MaxPool3x3s2.after). `in_bn` / `defer`: a chain link
-        whose activation the next unit applies as it loads it (ops/conv_bn_relu.py; run by
-        nn/chain.conv_chain)."""
-        backend = self._backend(x)
+        stem's unit + max-pool: nn/pool.MaxPool3x3s2.after). `defer`: may return a
+        DeferredActivation for the next unit to apply as it loads it; x may be one
+        (ops/conv_bn_relu.py, ops/deferred.py; run by nn/chain.conv_chain)."""
+        backend = self.backend_for(x)
         count_batches([self])
         a = self.bn_args()
         return conv_bn_relu(
             x, self.conv.weight, a["bn_weight"], a["bn_bias"], a["running_mean"],
             a["running_var"], stride=_pair(self.conv.stride), padding=_pair(self.conv.padding),
             eps=a["eps"], momentum=a["momentum"], training=a["training"], out=out,
-            out_offset=out_offset, pool_after=pool_after, in_bn=in_bn, defer=defer,
-            backend=backend)
+            out_offset=out_offset, pool_after=pool_after, defer=defer, backend=backend)

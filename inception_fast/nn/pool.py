@@ -10,6 +10,7 @@ from torch import nn
 from .. import backends
 from ..kernels.sizes import pool3x3s2_out_hw
 from ..ops.global_avg_pool import global_avg_pool
+from ..ops.deferred import tensor_of
 from ..ops.max_pool_slice import max_pool3x3s2_into
 
 
@@ -24,7 +25,9 @@ class _PoolModule(nn.Module):
         return f"backend={self.backend!r}"
 
     def _resolve(self, x) -> str:
-        """This call's backend; "torch" for a non-tensor (torch's own op says what is wrong)."""
+        """This call's backend (x a tensor or a DeferredActivation); "torch" for anything else
+        (torch's own op says what is wrong)."""
+        x = tensor_of(x)
         return backends.resolve(self.backend, x) if isinstance(x, torch.Tensor) else "torch"
 
 
@@ -48,30 +51,34 @@ class MaxPool3x3s2(_PoolModule):
                           memory_format=torch.channels_last)
         return max_pool3x3s2_into(x, out, 0, backend=b)
 
-    def after(self, unit: nn.Module, x: torch.Tensor, in_bn=None) -> torch.Tensor:
-        """self(unit(x, in_bn=in_bn)), with the unit's BN + ReLU inside the pool when both run
-        on Triton (ops/conv_bn_relu.py, pool_after): the unit's full-size output and its
-        gradient are never written. A pool with forward hooks of its own (they would want that
-        output) takes the unfused path, so that they run and see it."""
+    def after(self, unit: nn.Module, x) -> torch.Tensor:
+        """self(unit(x)), with the unit's BN + ReLU inside the pool when both run on Triton
+        (ops/conv_bn_relu.py, pool_after): the unit's full-size output and its gradient are
+        never written. A pool with hooks of its own (they would want that output) takes the
+        unfused path, so that they run and see it. x: a tensor or a DeferredActivation."""
         b = self._resolve(x)
         if b == "triton" and unit.backend == "triton" and not has_hooks(self):
-            return unit(x, pool_after=True, in_bn=in_bn)
-        return self(unit(x, in_bn=in_bn))
+            return unit(x, pool_after=True)
+        return self(unit(x))
 
 
 def has_hooks(module: nn.Module) -> bool:
-    """Whether forward hooks are registered on `module`: they expect to see its input and
-    output, so a fusion that would hide either takes the plain path instead."""
-    return bool(module._forward_hooks or module._forward_pre_hooks)
+    """Whether hooks could see `module`'s input, output or gradients (its own forward and
+    backward hooks, or global module hooks): a fusion that would hide or change any of them
+    takes the plain path instead."""
+    from torch.nn.modules import module as m
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or m._global_forward_hooks
+                or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks)
 
 
-def unit_then_pool(pool: nn.Module, unit: nn.Module, x: torch.Tensor,
-                   in_bn=None) -> torch.Tensor:
-    """pool(unit(x)) for a stem max-pool that a section-9 variant may replace by Identity;
-    `in_bn`: x is a deferred activation (nn/chain.py)."""
+def unit_then_pool(pool: nn.Module, unit: nn.Module, x) -> torch.Tensor:
+    """pool(unit(x)) for a stem max-pool that a section-9 variant may replace by Identity."""
     if isinstance(pool, MaxPool3x3s2):
-        return pool.after(unit, x, in_bn)
-    return pool(unit(x, in_bn=in_bn))
+        return pool.after(unit, x)
+    return pool(unit(x))
 
 
 class GlobalAvgPool(_PoolModule):

@@ -7,7 +7,9 @@ and weight-gradient kernels could only load it 2 bytes at a time; 8 channels are
 cp.async per pixel and tap. The padding is written in the pass that casts the image
 (kernels/pad_channels.py: read the fp32 batch once, write 16 bytes a pixel); the padded
 channels meet zero weight rows and add nothing. It costs 10 bytes a pixel more to write and to
-read twice (0.7 GB of a 299 / batch-256 bf16 training step, counted by the static report)."""
+read twice (0.7 GB of a 299 / batch-256 bf16 training step, counted by the static report), and
+the padded image is what the stem conv keeps for its weight gradient (+10 bytes a pixel held:
+about 230 MB at that size)."""
 from __future__ import annotations
 
 import torch
@@ -60,11 +62,14 @@ def kernel_input(x, in_bn, pool_offset):
 
 
 def kernel_weight(weight, c_in):
-    """The conv weight for an input of c_in channels: itself, or (a padded input) zero-padded
-    along C_in, cached per weight version."""
+    """The conv weight for a kernel input of c_in channels: itself, or (an input kernel_input
+    padded to ALIGN_C) zero-padded along C_in, cached per weight version."""
     pad = c_in - weight.shape[1]
     if pad == 0:
         return weight
+    if c_in != ALIGN_C or pad < 0:
+        raise ValueError(f"conv_bn_relu(backend='triton'): input has {c_in} channels but the "
+                         f"weight expects {weight.shape[1]}")
     key = version_key(weight)
     key = None if key is None else key + (c_in,)
     return ALIGN_CACHE.get(weight, key, lambda: F.pad(weight.detach(), (0, 0, 0, 0, 0, pad)))

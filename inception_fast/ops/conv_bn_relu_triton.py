@@ -15,15 +15,16 @@ max_pool2d(x, 3, 2) goes into out[:, pool_offset:pool_offset + C_in] from the sa
 the input windows (kernels/conv3x3s2_pool.py); in backward the pool slice's gradient is routed
 to its argmax (kernels/max_pool3x3s2.py) and added to the input gradient.
 
-in_bn / defer (a chain of units, nn/chain.py: the stem's Conv2d_1a -> 2a -> 2b and 3b -> 4a):
-a unit called with defer=True stops after the BN statistics and returns its pre-BN output y
-with its BN + ReLU coefficients (a, c) instead of relu(a*y + c); the next unit, called with
-in_bn=(a, c) on that y, applies them as its conv loads its operand tiles (forward and wgrad:
-kernels/conv_common.bn_relu_operand). The activation between the two is never written or
-read (2 x its size saved per link in forward, and it is not kept for backward). The gradient
-the consumer returns for y is the gradient of the activation, which is what the producer's
-backward (the BN + ReLU backward from y) takes: the pair is exact, but a deferred y is only
-ever the input of an in_bn call.
+in_bn / defer (chains of units: the stems, nn/chain.py, and the blocks' branches,
+nn/blocks.py): a unit called with defer=True stops after the BN statistics and returns its
+pre-BN output y with its BN + ReLU coefficients (a, c) instead of relu(a*y + c) (the entry,
+ops/conv_bn_relu.py, wraps them in a DeferredActivation, ops/deferred.py); the next unit,
+called with in_bn=(a, c) on that y, applies them as its conv loads its operand tiles (forward
+and wgrad: kernels/conv_common.bn_relu_operand). The activation between the two is never
+written or read (2 x its size saved per link in forward, and it is not kept for backward). The
+gradient the consumer returns for y is the gradient of the activation, which is what the
+producer's backward (the BN + ReLU backward from y) takes; DeferredActivation.materialize()
+keeps that convention for any other reader.
 
 Inputs of fewer than 8 channels (the RGB image: a 6-byte bf16 pixel) cannot be loaded 16 bytes
 at a time: such an x is zero-padded to 8 channels (channels_last) in the pass that casts it
@@ -51,7 +52,7 @@ from ..kernels.bn_relu_bwd import bn_relu_bwd_apply, bn_relu_bwd_coefficients
 from ..kernels.bn_train import bn_finalize, bn_relu_apply
 from ..kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 from ..kernels.conv2d_fwd import conv2d_fwd, pack_weight
-from ..kernels.dtypes import check_bn_vectors, check_kernel_dtype
+from ..kernels.dtypes import check_bn_vectors, check_conv_operands, check_kernel_dtype
 from ..kernels.max_pool3x3s2 import max_pool3x3s2_bwd, max_pool3x3s2_fwd
 from ..kernels.sizes import conv_out_shape, pool3x3s2_out_hw
 
@@ -270,6 +271,8 @@ class _ConvBNReLUFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, *_):
+        if grad is None:  # (defer: gradients are not materialized) nothing reached y
+            return (None,) * 18
         x, weight, y, mean, invstd, a, c, bn_weight, idx, in_a, in_c = ctx.saved_tensors
         needs = list(ctx.needs_input_grad[:5])
         gx, gw, gg, gb, gout = conv_bn_relu_triton_bwd(grad, x, weight, y, mean, invstd, a, c,
@@ -313,9 +316,10 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
     returns (t, a, c): t = y and its (a, c) when backward is needed (the BN + ReLU is left to
     the next unit's in_bn), else t = the result and a = c = None (eval folds BN)."""
     stride, padding = tuple(stride), tuple(padding)
-    x = kernel_input(x, in_bn, pool_offset)
+    check_conv_operands(x, weight, "conv_bn_relu(backend='triton')")
     _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
     check_bn_vectors(in_bn, x, "conv_bn_relu(backend='triton')")
+    x = kernel_input(x, in_bn, pool_offset)
     if in_bn is not None and pool_offset is not None:
         raise ValueError("conv_bn_relu(backend='triton'): a grid reduction pools x itself; it "
                          "takes no in_bn")

@@ -16,15 +16,16 @@ _ALL: dict[str, "ParamCache"] = {}
 
 
 def version_key(*tensors):
-    """Identity + version of each tensor, or None when a version is not tracked (inference
-    tensors): then nothing is cached."""
+    """Identity, version, storage and dtype of each tensor (`p.data = t` or `module.to()` can
+    swap a parameter's storage without bumping its version), or None when a version is not
+    tracked (inference tensors): then nothing is cached."""
     key = []
     for t in tensors:
         if t is None:
             key.append(None)
             continue
         try:
-            key.append((id(t), t._version))
+            key.append((id(t), t._version, t.data_ptr(), t.dtype))
         except RuntimeError:
             return None
     return tuple(key)
