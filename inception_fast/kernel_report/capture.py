@@ -18,6 +18,7 @@ from triton.runtime.autotuner import Autotuner
 from triton.runtime.jit import JITFunction
 
 from .jit_launch import Specialized, specialize
+from ..ops.deferred import tensor_of
 from ..ops.library import implementations_on_meta
 
 LABEL = "inception_fast_layer"
@@ -71,6 +72,7 @@ class ModuleLabels:
             return
         self.stack.pop()
         outs = out if isinstance(out, (tuple, list)) else (out,)
+        outs = [tensor_of(t) for t in outs]  # a deferred activation: its pre-BN output's nodes
         todo = [t.grad_fn for t in outs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
         while todo:
             node = todo.pop()

@@ -63,15 +63,13 @@ class MaxPool3x3s2(_PoolModule):
 
 
 def has_hooks(module: nn.Module) -> bool:
-    """Whether hooks could see `module`'s input, output or gradients (its own forward and
-    backward hooks, or global module hooks): a fusion that would hide or change any of them
-    takes the plain path instead."""
-    from torch.nn.modules import module as m
-
+    """Whether `module` has hooks of its own (forward or backward) that expect its plain input,
+    output or gradients: a fusion that would hide or change any of them takes the plain path
+    instead. Global module hooks (observers of every call, such as the static report's layer
+    labels) do not count: they see the calls that run, and fusing for them would make the
+    observed model a different one."""
     return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or m._global_forward_hooks
-                or m._global_forward_pre_hooks or m._global_backward_hooks
-                or m._global_backward_pre_hooks)
+                or module._backward_pre_hooks)
 
 
 def unit_then_pool(pool: nn.Module, unit: nn.Module, x) -> torch.Tensor:
