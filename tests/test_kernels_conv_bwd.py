@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.layers import by_name
 from helpers import assert_close_to_ref, expect_errors, random_in_layout
 from inception_fast.kernels.conv2d_bwd import conv2d_dgrad, conv2d_wgrad
 
@@ -75,20 +76,13 @@ def _check_wgrad(x, wt, gy, stride, pad, rel=1e-4, **kw):
     return gw
 
 
+@pytest.mark.parametrize("which", ["dgrad", "wgrad"])
 @pytest.mark.parametrize("layer", TABLE, ids=[t[0] for t in TABLE])
-def test_dgrad_layer_table(layer):
-    torch.manual_seed(0)
+def test_layer_table(layer, which):
+    torch.manual_seed(0 if which == "dgrad" else 1)
     _, cin, cout, h, w, k, s, p = layer
     x, wt, gy = _case(2, cin, cout, h, w, k, s, p, "slice")
-    _check_dgrad(x, wt, gy, s, p)
-
-
-@pytest.mark.parametrize("layer", TABLE, ids=[t[0] for t in TABLE])
-def test_wgrad_layer_table(layer):
-    torch.manual_seed(1)
-    _, cin, cout, h, w, k, s, p = layer
-    x, wt, gy = _case(2, cin, cout, h, w, k, s, p, "slice")
-    _check_wgrad(x, wt, gy, s, p)
+    (_check_dgrad if which == "dgrad" else _check_wgrad)(x, wt, gy, s, p)
 
 
 @pytest.mark.parametrize("case", ODD, ids=[f"odd{i}" for i in range(len(ODD))])
@@ -169,17 +163,13 @@ def test_wgrad_bad_input():
 
 # ----------------------------------------------------------------------------- GPU only
 
-# Full-size Inception-v3 layers (batch 4): stride-2 reductions, asymmetric, 1x1, 5x5.
-GPU_LAYERS = [
-    ("Conv2d_2b_3x3", 32, 64, 147, 147, (3, 3), 1, (1, 1)),
-    ("Mixed_5b.branch5x5_2", 48, 64, 35, 35, (5, 5), 1, (2, 2)),
-    ("Mixed_6a.branch3x3", 288, 384, 35, 35, (3, 3), 2, (0, 0)),
-    ("Mixed_6e.branch7x7_2", 192, 192, 17, 17, (1, 7), 1, (0, 3)),
-    ("Mixed_6e.branch7x7_3", 192, 192, 17, 17, (7, 1), 1, (3, 0)),
-    ("Mixed_7a.branch3x3_2", 192, 320, 17, 17, (3, 3), 2, (0, 0)),
-    ("Mixed_7c.branch3x3_1", 2048, 384, 8, 8, (1, 1), 1, (0, 0)),
-    ("Mixed_7b.branch3x3_2b", 384, 384, 8, 8, (3, 1), 1, (1, 0)),
-]
+# Full-size Inception-v3 layers (batch 4): stride-2 reductions, asymmetric, 1x1, 5x5, read
+# from the layer table (bench/layers.py, checked against torchvision by bench/test_layer_table.py).
+GPU_LAYERS = [(n, lay.c_in, lay.c_out, lay.h, lay.w, lay.kernel, lay.stride[0], lay.padding)
+              for n in ("Conv2d_2b_3x3", "Mixed_5b.branch5x5_2", "Mixed_6a.branch3x3",
+                        "Mixed_6e.branch7x7_2", "Mixed_6e.branch7x7_3", "Mixed_7a.branch3x3_2",
+                        "Mixed_7c.branch3x3_1", "Mixed_7b.branch3x3_2b")
+              for lay in [by_name(n)]]
 
 
 @pytest.mark.gpu
