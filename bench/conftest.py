@@ -19,28 +19,35 @@ from .timing import CPU_NOTE, device_name
 _CASES = {"layer_case": layer_cases, "block_case": block_cases, "model_case": model_cases}
 
 
+# (option, its argparse settings): the benchmark suite's command line.
+_OPTIONS = (
+    ("--bench-full", dict(action="store_true", help="every layer configuration, block, batch "
+                          "32+256, bf16/fp16/fp32 (GPU)")),
+    ("--bench-smoke", dict(action="store_true",
+                           help="tiny smoke sizes even on a GPU (the default without one)")),
+    ("--bench-batch", dict(action="append", type=int, default=[],
+                           help="add a batch size (repeatable)")),
+    ("--bench-dtype", dict(default=None, help="comma list of bf16,fp16,fp32 (fp32 = TF32)")),
+    ("--bench-mode", dict(default=None, help="comma list of train,eval")),
+    ("--bench-providers", dict(default=None,
+                               help="comma list of cudnn,compile,triton,cuda,auto,paper")),
+    ("--bench-compile-mode", dict(default="max-autotune", help="torch.compile mode for layers "
+                                  "and blocks (default max-autotune)")),
+    ("--bench-model-compile-mode", dict(default="max-autotune", help="torch.compile mode for "
+                                        "the whole model (default max-autotune)")),
+    ("--bench-model-size", dict(action="append", type=int, default=[], help="model variant(s) "
+                                "to run: 299, 151, 79 (default 299 and 79)")),
+    ("--bench-rep-ms", dict(type=float, default=None,
+                            help="time budget per measurement in ms (default 100 on GPU)")),
+    ("--bench-peak-tflops", dict(type=float, default=None, help="the GPU's peak TFLOP/s for the "
+                                 "fraction-of-peak column, if not listed")),
+)
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("inception_fast benchmarks")
-    g.addoption("--bench-full", action="store_true",
-                help="every layer configuration, block, batch 32+256, bf16/fp16/fp32 (GPU)")
-    g.addoption("--bench-smoke", action="store_true",
-                help="tiny smoke sizes even on a GPU (the default without one)")
-    g.addoption("--bench-batch", action="append", type=int, default=[],
-                help="add a batch size (repeatable)")
-    g.addoption("--bench-dtype", default=None, help="comma list of bf16,fp16,fp32 (fp32 = TF32)")
-    g.addoption("--bench-mode", default=None, help="comma list of train,eval")
-    g.addoption("--bench-providers", default=None,
-                help="comma list of cudnn,compile,triton,cuda,auto,paper")
-    g.addoption("--bench-compile-mode", default="max-autotune",
-                help="torch.compile mode for layers and blocks (default max-autotune)")
-    g.addoption("--bench-model-compile-mode", default="max-autotune",
-                help="torch.compile mode for the whole model (default max-autotune)")
-    g.addoption("--bench-model-size", action="append", type=int, default=[],
-                help="model variant(s) to run: 299, 151, 79 (default 299 and 79)")
-    g.addoption("--bench-rep-ms", type=float, default=None,
-                help="time budget per measurement in ms (default 100 on GPU)")
-    g.addoption("--bench-peak-tflops", type=float, default=None,
-                help="the GPU's peak TFLOP/s for the fraction-of-peak column, if not listed")
+    for name, settings in _OPTIONS:
+        g.addoption(name, **settings)
 
 
 def pytest_configure(config):

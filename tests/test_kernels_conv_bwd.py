@@ -128,37 +128,34 @@ def test_dgrad_weight_any_layout():
     _check_dgrad(x, wt.transpose(2, 3).contiguous().transpose(2, 3), gy, 1, (1, 1))
 
 
-def test_dgrad_bad_input():
+def test_bad_input():
+    """dgrad's and wgrad's argument errors, one table: (function, error, message, args[,
+    kwargs])."""
     gy = torch.randn(2, 8, 5, 5, device=DEVICE)
     wt = torch.randn(8, 4, 3, 3, device=DEVICE)
-    hw = (7, 7)
-    expect_errors(conv2d_dgrad, [
-        (ValueError, "4-D", (gy[0], wt, hw)),
-        (TypeError, "dtype", (gy.to(torch.int32), wt, hw)),
-        (ValueError, "channels", (gy, torch.randn(6, 4, 3, 3, device=DEVICE), hw)),
-        (ValueError, "gives 3x3", (gy, wt, (5, 5))),
-        (ValueError, "does not fit", (gy, wt, (1, 1))),
-        (ValueError, "on meta", (gy.to("meta"), wt.to("meta"), hw)),
-        (ValueError, "weight on meta", (gy, wt.to("meta"), hw)),
-        (ValueError, "stride", (gy, wt, hw), dict(stride=0)),
-        (TypeError, "torch.Tensor", (gy.tolist(), wt, hw)),
-    ])
-
-
-def test_wgrad_bad_input():
     x = torch.randn(2, 4, 7, 7, device=DEVICE)
-    gy = torch.randn(2, 8, 5, 5, device=DEVICE)
-    k = (3, 3)
-    expect_errors(conv2d_wgrad, [
-        (ValueError, "4-D", (x[0], gy, k)),
-        (TypeError, "must match", (x.half(), gy, k)),
-        (TypeError, "dtype", (x.double(), gy.double(), k)),
-        (ValueError, "batch", (x[:1], gy, k)),
-        (ValueError, "gives 3x3", (x, gy, (5, 5))),
-        (ValueError, "on meta", (x.to("meta"), gy.to("meta"), k)),
-        (ValueError, "x is on", (x, gy.to("meta"), k)),
-        (ValueError, "padding", (x, gy, k), dict(padding=-1)),
-    ])
+    hw, k, dg, wg = (7, 7), (3, 3), conv2d_dgrad, conv2d_wgrad
+    cases = [
+        (dg, ValueError, "4-D", (gy[0], wt, hw)),
+        (dg, TypeError, "dtype", (gy.to(torch.int32), wt, hw)),
+        (dg, ValueError, "channels", (gy, torch.randn(6, 4, 3, 3, device=DEVICE), hw)),
+        (dg, ValueError, "gives 3x3", (gy, wt, (5, 5))),
+        (dg, ValueError, "does not fit", (gy, wt, (1, 1))),
+        (dg, ValueError, "on meta", (gy.to("meta"), wt.to("meta"), hw)),
+        (dg, ValueError, "weight on meta", (gy, wt.to("meta"), hw)),
+        (dg, ValueError, "stride", (gy, wt, hw), dict(stride=0)),
+        (dg, TypeError, "torch.Tensor", (gy.tolist(), wt, hw)),
+        (wg, ValueError, "4-D", (x[0], gy, k)),
+        (wg, TypeError, "must match", (x.half(), gy, k)),
+        (wg, TypeError, "dtype", (x.double(), gy.double(), k)),
+        (wg, ValueError, "batch", (x[:1], gy, k)),
+        (wg, ValueError, "gives 3x3", (x, gy, (5, 5))),
+        (wg, ValueError, "on meta", (x.to("meta"), gy.to("meta"), k)),
+        (wg, ValueError, "x is on", (x, gy.to("meta"), k)),
+        (wg, ValueError, "padding", (x, gy, k), dict(padding=-1)),
+    ]
+    for fn, *case in cases:
+        expect_errors(fn, [case])
 
 
 # ----------------------------------------------------------------------------- GPU only
