@@ -108,7 +108,7 @@ def test_auto_on_cpu_is_torch_without_measuring(cache):
     assert block._backend(torch.randn(1, 8, 5, 5)) == "torch"
     block(torch.randn(1, 8, 5, 5))
     unit = ifnn.ConvBNReLU(3, 5, 3)  # a unit outside a block (stem, aux head) dispatches too
-    assert unit._backend(torch.randn(1, 3, 5, 5)) == "torch"
+    assert unit.backend_for(torch.randn(1, 3, 5, 5)) == "torch"
     unit(torch.randn(1, 3, 5, 5))
     assert called == [] and not list(cache.iterdir())
 
@@ -155,7 +155,7 @@ def test_explicit_backends_unchanged():
 def test_auto_measures_a_single_unit_on_gpu(cache):
     unit = ifnn.ConvBNReLU(3, 32, 3, stride=2).cuda()
     x = torch.randn(4, 3, 75, 75, device="cuda").contiguous(memory_format=torch.channels_last)
-    assert unit._backend(x) in backends.BACKENDS
+    assert unit.backend_for(x) in backends.BACKENDS
     assert "ConvBNReLU 3->32 k(3, 3) s(2, 2) p(0, 0)|4x3x75x75|train|float32" in dispatch.describe()
     assert unit(x).shape == (4, 32, 37, 37)
 
