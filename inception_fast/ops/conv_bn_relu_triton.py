@@ -319,13 +319,13 @@ def conv_bn_relu_triton(x, weight, bn_weight, bn_bias, running_mean, running_var
     check_conv_operands(x, weight, "conv_bn_relu(backend='triton')")
     _check(x, weight, bn_weight, bn_bias, running_mean, running_var, training)
     check_bn_vectors(in_bn, x, "conv_bn_relu(backend='triton')")
-    x = kernel_input(x, in_bn, pool_offset)
     if in_bn is not None and pool_offset is not None:
         raise ValueError("conv_bn_relu(backend='triton'): a grid reduction pools x itself; it "
                          "takes no in_bn")
     if defer and (out is not None or pool_after or pool_offset is not None):
         raise ValueError("conv_bn_relu(backend='triton'): defer returns the unit's pre-BN "
                          "output; it takes no out, pool_offset or pool_after")
+    x = kernel_input(x, in_bn, pool_offset)  # after every check: it launches the cast
     c_out = weight.shape[0]
     if out is not None:  # also checked by conv_bn_relu; this function is callable directly
         oh = conv_out_size(x.shape[2], weight.shape[2], stride[0], padding[0])
